@@ -1,0 +1,25 @@
+# The two commands a new user needs: `make run` (the gateway) and `make test` (the suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test bench bench-quick clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(PY) -m gateway.dotenv_setup
+	exec $(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,68 @@
+"""Gateway settings, read once from the environment (and an optional `.env`).
+
+Every setting has an explicit default and a one-line comment; secrets have none.
+The README documents each variable; tests subclass `Config` instead of touching
+the environment.
+"""
+import os
+
+from dotenv import load_dotenv
+
+load_dotenv()
+
+
+def _csv(value):
+    """Split a comma-separated setting into its non-empty, stripped items."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def _accounts(pool, account_id, token):
+    """Parse `CLOUDFLARE_ACCOUNTS` ("id:token,id:token"); fall back to the single-account pair."""
+    accounts = []
+    for item in _csv(pool):
+        account, _, secret = item.partition(":")
+        if account.strip() and secret.strip():
+            accounts.append((account.strip(), secret.strip()))
+    if not accounts and account_id and token:
+        accounts.append((account_id.strip(), token.strip()))
+    return accounts
+
+
+def _env(name, default):
+    """One environment variable, where an empty value means the default."""
+    value = os.environ.get(name, "").strip()
+    return value if value else default
+
+
+class Config:
+    """Settings for production; every value comes from the environment."""
+
+    # Client keys the gateway accepts (API_KEY is the original Worker's name for it); no default.
+    API_KEYS = _csv(os.environ.get("API_KEYS") or os.environ.get("API_KEY"))
+    # Cloudflare account id and Workers AI API token for a pool of one account; no default.
+    CLOUDFLARE_ACCOUNT_ID = os.environ.get("CLOUDFLARE_ACCOUNT_ID", "")
+    CLOUDFLARE_API_TOKEN = os.environ.get("CLOUDFLARE_API_TOKEN", "")
+    # Several accounts as "id:token,id:token"; when set it replaces the pair above.
+    CLOUDFLARE_ACCOUNTS = _accounts(
+        os.environ.get("CLOUDFLARE_ACCOUNTS"), CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_API_TOKEN
+    )
+    # Cloudflare API root; the only host the gateway ever calls.
+    CLOUDFLARE_API_BASE = _env("CLOUDFLARE_API_BASE", "https://api.cloudflare.com/client/v4")
+    # Allow-list of model names; empty means every Text Generation model of the catalogue.
+    MODELS = _csv(os.environ.get("MODELS"))
+    # Origins allowed by CORS, comma-separated; "*" allows any.
+    CORS_ORIGINS = _csv(_env("CORS_ORIGINS", "*"))
+    # Most characters accepted in a prompt or in all message contents together.
+    MAX_INPUT_CHARS = int(_env("MAX_INPUT_CHARS", "131072"))
+    # max_tokens sent upstream when the client sends none.
+    DEFAULT_MAX_TOKENS = int(_env("DEFAULT_MAX_TOKENS", "256"))
+    # Seconds the model catalogue is cached per worker.
+    MODELS_CACHE_TTL = float(_env("MODELS_CACHE_TTL", "300"))
+    # Largest request body in bytes (Flask answers 413 above it).
+    MAX_CONTENT_LENGTH = int(_env("MAX_BODY_BYTES", str(1024 * 1024)))
+    # Seconds to wait for a TCP connection to Cloudflare.
+    UPSTREAM_CONNECT_TIMEOUT = float(_env("UPSTREAM_CONNECT_TIMEOUT", "5"))
+    # Seconds of upstream silence tolerated between two bytes.
+    UPSTREAM_READ_TIMEOUT = float(_env("UPSTREAM_READ_TIMEOUT", "60"))
+    # Connections kept open to Cloudflare per worker (sized for concurrent streams).
+    UPSTREAM_POOL_SIZE = int(_env("UPSTREAM_POOL_SIZE", "1000"))

@@ -1,0 +1,47 @@
+"""The application factory: `create_app(config_class)` builds one gateway app.
+
+gunicorn imports `app.py` in each worker after gevent has patched the process, so
+everything created here (the pooled upstream session, the catalogue cache, its lock)
+is per worker and gevent-aware.
+"""
+import logging
+
+from flask import Flask
+from flask_cors import CORS
+
+from config import Config
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config_class=Config):
+    """Build the gateway with the settings of `config_class`."""
+    from gateway import auth, errors, request_id
+    from gateway.catalogue import ModelCatalogue
+    from gateway.jsonio import OrjsonProvider
+    from gateway.routes import chat, completions, health, models
+    from gateway.upstream import MISSING_CREDENTIALS, UpstreamClient
+
+    app = Flask(__name__)
+    app.config.from_object(config_class)
+    app.json = OrjsonProvider(app)
+    app.url_map.strict_slashes = False
+
+    upstream = UpstreamClient(app.config)
+    if not upstream.configured:
+        log.warning(MISSING_CREDENTIALS)
+    app.extensions["upstream"] = upstream
+    app.extensions["catalogue"] = ModelCatalogue(upstream, app.config["MODELS_CACHE_TTL"],
+                                                 app.config["MODELS"])
+
+    CORS(app, origins=app.config["CORS_ORIGINS"], methods=["GET", "POST", "OPTIONS"],
+         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+         expose_headers=["X-Request-ID"], max_age=600)
+    request_id.init_app(app)
+    auth.init_app(app)
+    errors.register_error_handlers(app)
+
+    app.register_blueprint(health.bp)
+    for resource in (models, chat, completions):
+        app.register_blueprint(resource.bp, url_prefix="/v1")
+    return app

@@ -1,0 +1,102 @@
+"""Map Cloudflare's answers (HTTP status + v4 envelope `errors[].code`) to OpenAI errors.
+
+The status a client sees drives its SDK's retry policy, so the mapping is deliberate:
+Cloudflare refusing *our* token is a 502 (the client's key was fine), a used-up daily
+allocation is a 429 the SDK must not retry, capacity errors are retryable 429s.
+Codes come from Cloudflare's published error table; 3040 rides on any status, so the
+code wins over the status.
+"""
+from gateway.errors import (APIError, InvalidRequestError, NotFoundError, QuotaExceededError,
+                            RateLimitError, UpstreamError, UpstreamTimeoutError)
+
+TOKEN_REFUSED = 10000
+QUOTA_USED_UP = 3036
+OUT_OF_CAPACITY = 3040
+MODEL_MISSING = {5007, 3042, 7000, 7003}
+TOO_LARGE = 3006
+TIMED_OUT = {3007, 3008}
+
+
+def error_code(body):
+    """Cloudflare's numeric error code from a v4 envelope or an error event, else None."""
+    if not isinstance(body, dict):
+        return None
+    candidates = []
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        candidates.append(errors[0].get("code"))
+    error = body.get("error")
+    if isinstance(error, dict):
+        candidates.append(error.get("code"))
+    candidates.append(body.get("internalCode"))
+    for code in candidates:
+        try:
+            return int(code)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def error_message(body):
+    """Cloudflare's own error text, else None."""
+    if not isinstance(body, dict):
+        return None
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        message = errors[0].get("message")
+        if isinstance(message, str):
+            return message
+    error = body.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    if isinstance(error, str):
+        return error
+    return None
+
+
+def scrub(text, secrets):
+    """Remove account ids and tokens from a text that Cloudflare wrote."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def map_error(status, body, *, model=None, headers=None, secrets=()):
+    """The APIError to raise for a failed Workers AI answer (`body` parsed JSON or None)."""
+    code = error_code(body)
+    cf_message = scrub(error_message(body) or "", secrets)
+    retry_after = (headers or {}).get("Retry-After")
+    extra = {"Retry-After": retry_after} if retry_after else {}
+    if code == TOKEN_REFUSED or status in (401, 403):
+        detail = f" Cloudflare said: {cf_message}" if code not in (None, TOKEN_REFUSED) and cf_message else ""
+        return UpstreamError(
+            "Cloudflare refused the gateway's own Workers AI credentials (CLOUDFLARE_API_TOKEN "
+            "or its account); your API key was accepted. The gateway operator must fix the token "
+            "or its permissions." + detail, code="upstream_auth_error")
+    if code == QUOTA_USED_UP:
+        return QuotaExceededError(
+            "The Workers AI daily free allocation of this gateway's Cloudflare account is used up; "
+            "it resets at 00:00 UTC.", headers=extra)
+    if code == OUT_OF_CAPACITY:
+        return RateLimitError("Workers AI is out of capacity for this model right now; "
+                              "please try again shortly.", headers=extra)
+    if code in MODEL_MISSING:
+        return NotFoundError(f"The model '{model}' does not exist on Workers AI.", param="model")
+    if code == TOO_LARGE or status == 413:
+        return APIError("Workers AI says the request is too large.", status=413,
+                        code="request_too_large")
+    if code in TIMED_OUT or status == 408:
+        return UpstreamTimeoutError("Workers AI timed out while processing the request.")
+    if status == 429:
+        return RateLimitError("Workers AI rate limit reached; please slow down and retry.",
+                              headers=extra)
+    if 300 <= status < 400:
+        return UpstreamError("Cloudflare answered with a redirect, which the gateway does not follow.")
+    if 400 <= status < 500 and (code is not None or cf_message):
+        return InvalidRequestError(cf_message or "Workers AI refused the request.",
+                                   code=f"cloudflare_{code}" if code else None)
+    if status >= 500 or status < 300:
+        suffix = f" (Cloudflare error {code})" if code else ""
+        return UpstreamError(f"Workers AI answered with an error: HTTP {status}{suffix}.")
+    return UpstreamError(f"Workers AI answered HTTP {status} with an unreadable body.")

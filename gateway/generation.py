@@ -1,0 +1,99 @@
+"""What chat and text completions share: parse, validate, call Workers AI, answer.
+
+The routes stay thin: each names its schema, its payload builder and its response
+builder, and this module does the rest in the same order for both, so that nothing
+reaches Cloudflare before the request has been fully checked.
+"""
+from flask import Response, current_app, request, stream_with_context
+from marshmallow import ValidationError
+
+from gateway import jsonio, translate
+from gateway.cloudflare_errors import map_error
+from gateway.errors import InvalidRequestError, UpstreamError
+from gateway.streaming import StreamTranslator, relay, replay
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _first_error(messages, path=""):
+    """The param path and text of the first marshmallow error, e.g. `messages[0].role`."""
+    if isinstance(messages, dict):
+        key, value = next(iter(messages.items()))
+        if key == "_schema":
+            return _first_error(value, path)
+        step = f"[{key}]" if isinstance(key, int) else (f".{key}" if path else key)
+        return _first_error(value, path + step)
+    if isinstance(messages, list) and messages:
+        return _first_error(messages[0], path)
+    return path or None, str(messages)
+
+
+def parse_body():
+    """The request body as a JSON object, whatever Content-Type the client claimed."""
+    if request.mimetype == "multipart/form-data":
+        raise InvalidRequestError("The request body must be JSON, not multipart form data.")
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise InvalidRequestError("The request body is empty; send a JSON object.")
+    try:
+        body = jsonio.loads(raw)
+    except ValueError:
+        raise InvalidRequestError("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return body
+
+
+def validate(schema, body):
+    """Load `body` with `schema`; the first error becomes a 400 naming its field."""
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        param, message = _first_error(exc.messages)
+        text = f"Invalid value for '{param}': {message}" if param else message
+        raise InvalidRequestError(text, param=param) from None
+
+
+def _check_length(data):
+    limit = current_app.config["MAX_INPUT_CHARS"]
+    if translate.input_chars(data) > limit:
+        param = "prompt" if "prompt" in data else "messages"
+        raise InvalidRequestError(
+            f"The input is {translate.input_chars(data)} characters long; this gateway accepts "
+            f"at most {limit}.", param=param, code="context_length_exceeded")
+
+
+def generate(kind, schema, build_payload, build_response):
+    """Serve one chat or text completion request, streamed or not."""
+    data = validate(schema, parse_body())
+    _check_length(data)
+    extensions = current_app.extensions
+    extensions["catalogue"].check_allowed(data["model"])
+    default_max = current_app.config["DEFAULT_MAX_TOKENS"]
+    max_tokens = translate.max_tokens_of(data, default_max)
+    payload = build_payload(data, default_max)
+    upstream = extensions["upstream"]
+    response = upstream.run(data["model"], payload, stream=data["stream"])
+    if not data["stream"]:
+        reply = _reply_of(upstream.read_json(response), data["model"])
+        return jsonio.json_response(build_response(reply, model=data["model"],
+                                                   max_tokens=max_tokens))
+    options = data.get("stream_options") or {}
+    translator = StreamTranslator(kind, model=data["model"], max_tokens=max_tokens,
+                                  include_usage=options.get("include_usage", False))
+    if response.headers.get("Content-Type", "").startswith("application/json"):
+        body = replay(_reply_of(upstream.read_json(response), data["model"]), translator)
+        return Response(body, mimetype="text/event-stream", headers=STREAM_HEADERS)
+    return Response(stream_with_context(relay(response, translator)),
+                    mimetype="text/event-stream", headers=STREAM_HEADERS)
+
+
+def _reply_of(body, model):
+    """A Reply from a 2xx JSON body; `success: false` or an unknown shape is never a 200."""
+    if isinstance(body, dict) and (body.get("success") is False or body.get("errors")):
+        raise map_error(200, body, model=model)
+    try:
+        return translate.read_reply(body)
+    except translate.UnreadableReply:
+        raise UpstreamError("Workers AI answered with a body the gateway could not read.") from None
+

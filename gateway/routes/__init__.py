@@ -1,0 +1,1 @@
+"""One blueprint per OpenAI resource, each registered by the app factory."""

@@ -1,0 +1,19 @@
+"""GET /v1/models and GET /v1/models/{id} (ids contain slashes: `@cf/meta/...`)."""
+from flask import Blueprint, current_app
+
+from gateway.jsonio import json_response
+
+bp = Blueprint("models", __name__)
+
+
+@bp.get("/models")
+def list_models():
+    """The Text Generation models this gateway serves."""
+    entries = current_app.extensions["catalogue"].entries()
+    return json_response({"object": "list", "data": entries})
+
+
+@bp.get("/models/<path:model_id>")
+def retrieve_model(model_id):
+    """One model entry, or 404 model_not_found."""
+    return json_response(current_app.extensions["catalogue"].entry(model_id))

@@ -1,0 +1,169 @@
+"""Pure translation between OpenAI's API and Workers AI's `/ai/run`: dicts in, dicts out.
+
+Workers AI answers in three shapes, and all of them are read here:
+`result.response` (classic models), `result.choices[...]` (newer, OpenAI-shaped
+models) and `response_text`. Nothing here knows about Flask or HTTP.
+"""
+import secrets
+import time
+from dataclasses import dataclass
+
+# Sampling parameters forwarded to Workers AI under the same name.
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k", "seed", "repetition_penalty",
+                   "frequency_penalty", "presence_penalty")
+
+
+class UnreadableReply(ValueError):
+    """Cloudflare answered 200 with a body the gateway cannot turn into an answer."""
+
+
+@dataclass
+class Reply:
+    """What a non-stream Workers AI answer boils down to."""
+
+    text: str
+    usage: dict | None
+    finish_reason: str | None = None
+
+
+def new_id(prefix):
+    """An OpenAI-style object id such as `chatcmpl-...`."""
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def max_tokens_of(request, default):
+    """The client's token limit (`max_completion_tokens` wins over `max_tokens`)."""
+    return request.get("max_completion_tokens") or request.get("max_tokens") or default
+
+
+def _sampling(request, default_max_tokens):
+    payload = {"max_tokens": max_tokens_of(request, default_max_tokens)}
+    for name in SAMPLING_PARAMS:
+        if name in request:
+            payload[name] = request[name]
+    if request.get("stream"):
+        payload["stream"] = True
+    return payload
+
+
+def chat_payload(request, default_max_tokens):
+    """Workers AI input for a validated chat request; `developer` becomes `system`."""
+    messages = [{"role": "system" if m["role"] == "developer" else m["role"],
+                 "content": m["content"]} for m in request["messages"]]
+    return {"messages": messages, **_sampling(request, default_max_tokens)}
+
+
+def completion_payload(request, default_max_tokens):
+    """Workers AI input for a validated text-completion request."""
+    return {"prompt": request["prompt"], **_sampling(request, default_max_tokens)}
+
+
+def input_chars(request):
+    """Characters of the prompt, or of all message contents together."""
+    if "prompt" in request:
+        return len(request["prompt"])
+    return sum(len(m["content"]) for m in request["messages"])
+
+
+def as_text(value):
+    """Content as a string: Cloudflare sometimes sends numbers, and null means nothing."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    raise UnreadableReply("content is not text")
+
+
+def normalise_usage(usage):
+    """OpenAI's usage object from Cloudflare's (extra fields such as `neurons` dropped)."""
+    if not isinstance(usage, dict):
+        return None
+    try:
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        total = int(usage.get("total_tokens") or prompt + completion)
+    except (TypeError, ValueError):
+        return None
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+
+
+def read_reply(body):
+    """A `Reply` from a Workers AI JSON body, in whichever of its shapes it comes."""
+    if not isinstance(body, dict):
+        raise UnreadableReply("body is not an object")
+    result = body.get("result", body)
+    if not isinstance(result, dict):
+        raise UnreadableReply("result is not an object")
+    usage = normalise_usage(result.get("usage"))
+    if "choices" in result:
+        choices = result["choices"]
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise UnreadableReply("choices is empty")
+        choice = choices[0]
+        message = choice.get("message") or {}
+        text = message.get("content") if isinstance(message, dict) else None
+        if text is None:
+            text = choice.get("text")
+        return Reply(as_text(text), usage, choice.get("finish_reason"))
+    for key in ("response", "response_text"):
+        if key in result:
+            return Reply(as_text(result[key]), usage)
+    raise UnreadableReply("no response in result")
+
+
+def finish_reason(usage, max_tokens, upstream_reason=None, tokens_seen=0):
+    """`length` when the completion reached max_tokens, else `stop`."""
+    if usage is not None:
+        completion = usage["completion_tokens"]
+    else:
+        completion = tokens_seen
+    if completion >= max_tokens or upstream_reason == "length":
+        return "length"
+    return "stop"
+
+
+def chat_completion(reply, *, model, max_tokens, completion_id=None, created=None):
+    """The `chat.completion` object for a reply."""
+    body = {
+        "id": completion_id or new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": created or int(time.time()),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": reply.text, "refusal": None},
+            "finish_reason": finish_reason(reply.usage, max_tokens, reply.finish_reason),
+            "logprobs": None,
+        }],
+    }
+    if reply.usage is not None:
+        body["usage"] = reply.usage
+    return body
+
+
+def text_completion(reply, *, model, max_tokens, completion_id=None, created=None):
+    """The `text_completion` object for a reply."""
+    body = {
+        "id": completion_id or new_id("cmpl"),
+        "object": "text_completion",
+        "created": created or int(time.time()),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "text": reply.text,
+            "finish_reason": finish_reason(reply.usage, max_tokens, reply.finish_reason),
+            "logprobs": None,
+        }],
+    }
+    if reply.usage is not None:
+        body["usage"] = reply.usage
+    return body
+
+
+def now():
+    """Current Unix time in whole seconds (OpenAI's `created`)."""
+    return int(time.time())

@@ -1,0 +1,27 @@
+"""gunicorn settings for the gateway: gevent workers for thousands of open streams.
+
+Plain settings only. Nothing here imports the app or `requests`: gevent patches the
+worker after fork, and anything that imported ssl before that breaks (gunicorn #2796).
+"""
+import os
+
+from dotenv import load_dotenv
+
+load_dotenv()
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT') or '8000'}"
+workers = int(os.environ.get("WEB_CONCURRENCY") or "2")
+worker_class = "gevent"
+# Open connections per worker; each stream holds one (plus one upstream).
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or "4000")
+# With gevent the heartbeat comes from the worker loop: this is liveness, not request length.
+timeout = 30
+# Seconds open streams get to finish after SIGTERM before the worker exits.
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT") or "30")
+keepalive = int(os.environ.get("KEEPALIVE") or "5")
+preload_app = False  # the app must be imported after gevent's monkey-patching
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+loglevel = (os.environ.get("LOG_LEVEL") or "info").lower()
+# Client addresses from X-Forwarded-For are trusted only from these proxies (none by default).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"

@@ -1,0 +1,73 @@
+"""Shared fixtures: the app built with a test config, a client, keys, a mocked Cloudflare."""
+import json
+from pathlib import Path
+
+import pytest
+import responses
+
+from config import Config
+from gateway import create_app
+
+DATA = Path(__file__).parent / "data"
+API_BASE = "https://cf.test/client/v4"
+ACCOUNT = "acct-test"
+TOKEN = "cf-token-secret-123"
+KEY = "sk-gateway-test-key"
+RUN_URL = f"{API_BASE}/accounts/{ACCOUNT}/ai/run/"
+SEARCH_URL = f"{API_BASE}/accounts/{ACCOUNT}/ai/models/search"
+MODEL = "@cf/meta/llama-3.1-8b-instruct"
+
+
+class TestConfig(Config):
+    """Settings for unit tests: one account, one key, a Cloudflare that `responses` mocks."""
+
+    TESTING = True
+    API_KEYS = [KEY, "sk-second-key"]
+    CLOUDFLARE_ACCOUNT_ID = ACCOUNT
+    CLOUDFLARE_API_TOKEN = TOKEN
+    CLOUDFLARE_ACCOUNTS = [(ACCOUNT, TOKEN)]
+    CLOUDFLARE_API_BASE = API_BASE
+    MODELS = [MODEL, "@cf/google/gemma-4-26b-a4b-it"]
+    CORS_ORIGINS = ["*"]
+    MAX_INPUT_CHARS = 131072
+    DEFAULT_MAX_TOKENS = 256
+    MODELS_CACHE_TTL = 300
+
+
+def load_data(name):
+    """A canned upstream body from tests/data (parsed when it is JSON)."""
+    text = (DATA / name).read_text(encoding="utf-8")
+    return json.loads(text) if name.endswith(".json") else text
+
+
+@pytest.fixture
+def config_class():
+    return TestConfig
+
+
+@pytest.fixture
+def app(config_class):
+    return create_app(config_class)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth():
+    """Headers of an authenticated JSON request."""
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def upstream():
+    """A mocked Cloudflare: every call the gateway makes is recorded; unmocked calls fail."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def cf_ok(result):
+    """Cloudflare's success envelope around `result`."""
+    return {"result": result, "success": True, "errors": [], "messages": []}

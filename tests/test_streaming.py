@@ -1,0 +1,216 @@
+"""The stream translator and relay: Workers AI SSE in, OpenAI chunks out."""
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.sse import SSEDecoder
+from gateway.streaming import StreamFault, StreamTranslator, relay
+from tests.openai_spec import validate_chat_chunk, validate_completion_chunk, validate_error
+
+CLASSIC = (
+    'data: {"response":"","tool_calls":[],"p":"abdefghijklmnoprstuvxyz12"}\n\n'
+    'data: {"response":"Héllo","tool_calls":[],"p":"abdefghij"}\n\n'
+    'data: {"response":" wörld 😀","tool_calls":[],"p":"ab"}\n\n'
+    'data: {"tool_calls":[],"p":"abdefghijklmn"}\n\n'
+    'data: {"response":42,"p":"x"}\n\n'
+    'data: {"response":"","usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}\n\n'
+    "data: [DONE]\n\n"
+).encode()
+
+OPENAI_SHAPED = (
+    'data: {"choices":[{"delta":{"content":"","reasoning_content":null,"role":"assistant"},'
+    '"finish_reason":null,"index":0,"logprobs":null}],"created":1791402526,"id":"f96",'
+    '"model":"@cf/google/gemma-4-26b-a4b-it-external","object":"chat.completion.chunk","p":"pf8",'
+    '"usage":{"prompt_tokens":147,"completion_tokens":0,"total_tokens":147,"neurons":1.3}}\n\n'
+    'data: {"choices":[{"delta":{"content":"أهلاً"},"finish_reason":null,"index":0}],'
+    '"object":"chat.completion.chunk","p":"nn","usage":{"prompt_tokens":0,"completion_tokens":1,"total_tokens":1}}\n\n'
+    'data: {"choices":[{"delta":{"content":7},"finish_reason":null,"index":0}],"p":"q"}\n\n'
+    'data: {"choices":[{"delta":{"reasoning_content":null},"finish_reason":"stop","index":0,"matched_stop":106}],"p":"l4"}\n\n'
+    'data: {"choices":[{"delta":{"reasoning_content":null},"finish_reason":"stop","index":0,"matched_stop":106}],"p":"l4"}\n\n'
+    'data: {"choices":[],"object":"chat.completion.chunk","p":"sx","usage":{"prompt_tokens":0,"completion_tokens":1,"total_tokens":1}}\n\n'
+    'data: {"response":"","usage":{"prompt_tokens":147,"completion_tokens":2,"total_tokens":149,"neurons":1.77}}\n\n'
+    "data: [DONE]\n\n"
+    "data: [DONE]\n\n"
+).encode()
+
+
+class FakeRaw:
+    """The part of urllib3's response that `relay` reads: read1 over given pieces."""
+
+    def __init__(self, pieces, error=None):
+        self.pieces = list(pieces)
+        self.error = error
+
+    def read1(self, amt, decode_content=True):
+        if self.pieces:
+            return self.pieces.pop(0)
+        if self.error:
+            raise self.error
+        return b""
+
+
+class FakeResponse:
+    def __init__(self, pieces, error=None):
+        self.raw = FakeRaw(pieces, error)
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def translator(kind="chat", include_usage=True, max_tokens=256):
+    return StreamTranslator(kind, model="m", max_tokens=max_tokens, include_usage=include_usage,
+                            completion_id="chatcmpl-1", created=1700000000)
+
+
+def run(pieces, **kwargs):
+    """Relay the pieces; return the raw bytes the client would receive."""
+    response = FakeResponse(pieces)
+    out = b"".join(relay(response, translator(**kwargs)))
+    assert response.closed
+    return out
+
+
+def events(raw):
+    """The client's SSE events: parsed JSON payloads, and the literal [DONE]."""
+    assert raw.endswith(b"\n\n")
+    result = []
+    for block in raw.decode().split("\n\n")[:-1]:
+        assert block.startswith("data: "), block
+        data = block[len("data: "):]
+        result.append(data if data == "[DONE]" else json.loads(data))
+    return result
+
+
+def content_of(chunks):
+    return "".join(c["choices"][0]["delta"].get("content", "") for c in chunks
+                   if isinstance(c, dict) and c.get("choices"))
+
+
+@pytest.mark.parametrize("source, text", [
+    pytest.param(CLASSIC, "Héllo wörld 😀42", id="classic"),
+    pytest.param(OPENAI_SHAPED, "أهلاً7", id="openai-shaped"),
+])
+def test_stream_follows_the_openai_chunk_contract(source, text):
+    chunks = events(run([source]))
+    assert chunks[-1] == "[DONE]" and chunks.count("[DONE]") == 1
+    body = chunks[:-1]
+    for chunk in body:
+        validate_chat_chunk(chunk)
+        assert chunk["id"] == "chatcmpl-1" and chunk["created"] == 1700000000
+        assert chunk["model"] == "m" and "p" not in chunk
+    assert body[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert content_of(body) == text
+    finals = [c for c in body if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(finals) == 1 and finals[0]["choices"][0]["finish_reason"] == "stop"
+    assert body[-1]["choices"] == [] and body[-1]["usage"]["total_tokens"] in (12, 149)
+    for chunk in body[1:-2]:
+        assert isinstance(chunk["choices"][0]["delta"]["content"], str)
+
+
+def test_stream_usage_is_the_cumulative_closing_event():
+    usage = events(run([OPENAI_SHAPED]))[-2]["usage"]
+    assert usage == {"prompt_tokens": 147, "completion_tokens": 2, "total_tokens": 149}
+
+
+def test_stream_without_include_usage_has_no_usage_chunk():
+    body = events(run([CLASSIC], include_usage=False))[:-1]
+    assert all(c["choices"] for c in body)
+    assert body[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_stream_reports_length_when_max_tokens_reached():
+    body = events(run([CLASSIC], max_tokens=3))[:-1]
+    assert body[-2]["choices"][0]["finish_reason"] == "length"
+
+
+def test_completion_stream_chunks_are_text_completions():
+    body = events(run([CLASSIC], kind="completion"))[:-1]
+    for chunk in body:
+        if chunk["choices"]:
+            validate_completion_chunk(chunk, allow_null_finish_reason=True)
+    assert "".join(c["choices"][0]["text"] for c in body if c["choices"]) == "Héllo wörld 😀42"
+
+
+def test_stream_with_crlf_line_endings_is_read_the_same():
+    assert run([CLASSIC.replace(b"\n", b"\r\n")]) == run([CLASSIC])
+
+
+def test_stream_ignores_comments_and_other_fields():
+    noisy = b": ping\n\nevent: message\nid: 3\n" + CLASSIC
+    assert run([noisy]) == run([CLASSIC])
+
+
+def test_stream_without_done_still_ends_properly():
+    cut = CLASSIC[: CLASSIC.index(b"data: [DONE]")]
+    assert run([cut]) == run([CLASSIC])
+
+
+@pytest.mark.parametrize("bad, message", [
+    pytest.param(b'data: {not json\n\n', "malformed", id="malformed-json"),
+    pytest.param(b'data: [1, 2]\n\n', "malformed", id="not-an-object"),
+    pytest.param(b'data: {"response": {"x": 1}}\n\n', "malformed", id="content-object"),
+    pytest.param(b'data: {"error":{"message":"No capacity","code":3040},"success":false}\n\n',
+                 "capacity", id="error-event"),
+])
+def test_stream_fault_mid_stream_becomes_one_error_event(bad, message):
+    head = CLASSIC[: CLASSIC.index(b'data: {"tool_calls"')]
+    chunks = events(run([head, bad, CLASSIC]))
+    errors = [c for c in chunks if isinstance(c, dict) and "error" in c]
+    assert len(errors) == 1 and chunks[-1] is errors[0]
+    assert "[DONE]" not in chunks
+    validate_error(errors[0])
+    assert message in errors[0]["error"]["message"]
+
+
+def test_stream_connection_reset_becomes_one_error_event():
+    response = FakeResponse([CLASSIC[:120]], error=ConnectionResetError(104, "reset"))
+    chunks = events(b"".join(relay(response, translator())))
+    assert "error" in chunks[-1] and response.closed
+    assert "Traceback" not in json.dumps(chunks)
+
+
+def test_client_disconnect_closes_upstream():
+    response = FakeResponse([CLASSIC[:60], CLASSIC[60:]])
+    stream = relay(response, translator())
+    next(stream)
+    stream.close()  # what the WSGI server does when the client goes away
+    assert response.closed
+
+
+def test_translator_rejects_nothing_after_done():
+    t = translator()
+    t.feed(b"[DONE]")
+    assert t.feed(b"{not json") == []
+
+
+def test_decoder_keeps_partial_lines_until_complete():
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: {"a"') == []
+    assert decoder.feed(b':1}\n\ndata: [DO') == [b'{"a":1}']
+    assert decoder.feed(b"NE]\n\n") == [b"[DONE]"]
+
+
+def test_fault_is_an_exception_with_the_api_error():
+    with pytest.raises(StreamFault) as info:
+        translator().feed(b'{"error":{"message":"x","code":3036}}')
+    assert info.value.error.status == 429
+
+
+@pytest.mark.parametrize("source", [pytest.param(CLASSIC, id="classic"),
+                                    pytest.param(OPENAI_SHAPED, id="openai-shaped")])
+def test_every_single_cut_gives_the_same_output(source):
+    expected = run([source])
+    for cut in range(1, len(source)):
+        assert run([source[:cut], source[cut:]]) == expected, cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_cuts_give_the_same_output(data):
+    source = data.draw(st.sampled_from([CLASSIC, OPENAI_SHAPED, CLASSIC.replace(b"\n", b"\r\n")]))
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(source) - 1), max_size=40)))
+    pieces = [source[a:b] for a, b in zip([0, *cuts], [*cuts, len(source)])]
+    assert run(pieces) == run([source])
