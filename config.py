@@ -64,5 +64,17 @@ class Config:
     UPSTREAM_CONNECT_TIMEOUT = float(_env("UPSTREAM_CONNECT_TIMEOUT", "5"))
     # Seconds of upstream silence tolerated between two bytes.
     UPSTREAM_READ_TIMEOUT = float(_env("UPSTREAM_READ_TIMEOUT", "60"))
+    # Extra attempts after a transient upstream failure (connection error, 5xx, 3040, 408/3007).
+    UPSTREAM_RETRIES = int(_env("UPSTREAM_RETRIES", "2"))
+    # Longest Retry-After from Cloudflare the gateway waits for before retrying, in seconds.
+    UPSTREAM_RETRY_AFTER_CAP = float(_env("UPSTREAM_RETRY_AFTER_CAP", "10"))
+    # Seconds a whole non-stream request may take, retries included.
+    UPSTREAM_TOTAL_TIMEOUT = float(_env("UPSTREAM_TOTAL_TIMEOUT", "300"))
+    # Longest a stream may run, in seconds (kept below the OpenAI SDK's 600 s default timeout).
+    STREAM_MAX_DURATION = float(_env("STREAM_MAX_DURATION", "540"))
+    # Seconds of upstream silence before the client gets an SSE `: keep-alive` comment.
+    STREAM_HEARTBEAT = float(_env("STREAM_HEARTBEAT", "15"))
+    # Seconds an account whose token Cloudflare refused stays out of the rotation.
+    ACCOUNT_COOLDOWN = float(_env("ACCOUNT_COOLDOWN", "300"))
     # Connections kept open to Cloudflare per worker (sized for concurrent streams).
     UPSTREAM_POOL_SIZE = int(_env("UPSTREAM_POOL_SIZE", "1000"))

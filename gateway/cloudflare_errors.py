@@ -63,7 +63,18 @@ def scrub(text, secrets):
 
 
 def map_error(status, body, *, model=None, headers=None, secrets=()):
-    """The APIError to raise for a failed Workers AI answer (`body` parsed JSON or None)."""
+    """The APIError to raise for a failed Workers AI answer (`body` parsed JSON or None).
+
+    The error keeps Cloudflare's status and code (`upstream_status`, `cf_code`), which
+    the retry and failover logic reads.
+    """
+    error = _map(status, body, model, headers, secrets)
+    error.upstream_status = status
+    error.cf_code = error_code(body)
+    return error
+
+
+def _map(status, body, model, headers, secrets):
     code = error_code(body)
     cf_message = scrub(error_message(body) or "", secrets)
     retry_after = (headers or {}).get("Retry-After")

@@ -21,6 +21,8 @@ class APIError(Exception):
     status = 400
     type = "invalid_request_error"
     code = None
+    upstream_status = None  # Cloudflare's HTTP status, when the error came from Cloudflare
+    cf_code = None  # Cloudflare's error code, likewise
 
     def __init__(self, message, *, param=None, code=None, status=None, headers=None):
         super().__init__(message)

@@ -4,13 +4,19 @@ The routes stay thin: each names its schema, its payload builder and its respons
 builder, and this module does the rest in the same order for both, so that nothing
 reaches Cloudflare before the request has been fully checked.
 """
-from flask import Response, current_app, request, stream_with_context
+import time
+from contextlib import contextmanager
+
+import gevent
+from flask import Response, current_app, g, request, stream_with_context
+from gevent import monkey
 from marshmallow import ValidationError
 
 from gateway import jsonio, translate
 from gateway.cloudflare_errors import map_error
-from gateway.errors import InvalidRequestError, UpstreamError
-from gateway.streaming import StreamTranslator, relay, replay
+from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
+from gateway.stream_translate import StreamTranslator
+from gateway.streaming import relay, replay
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -73,19 +79,41 @@ def generate(kind, schema, build_payload, build_response):
     max_tokens = translate.max_tokens_of(data, default_max)
     payload = build_payload(data, default_max)
     upstream = extensions["upstream"]
-    response = upstream.run(data["model"], payload, stream=data["stream"])
+    config = current_app.config
     if not data["stream"]:
-        reply = _reply_of(upstream.read_json(response), data["model"])
+        deadline = time.monotonic() + config["UPSTREAM_TOTAL_TIMEOUT"]
+        with time_limit(config["UPSTREAM_TOTAL_TIMEOUT"]):
+            response, g.account = upstream.run(data["model"], payload, deadline=deadline)
+            reply = _reply_of(upstream.read_json(response), data["model"])
         return jsonio.json_response(build_response(reply, model=data["model"],
                                                    max_tokens=max_tokens))
+    response, g.account = upstream.run(data["model"], payload, stream=True)
     options = data.get("stream_options") or {}
     translator = StreamTranslator(kind, model=data["model"], max_tokens=max_tokens,
                                   include_usage=options.get("include_usage", False))
     if response.headers.get("Content-Type", "").startswith("application/json"):
         body = replay(_reply_of(upstream.read_json(response), data["model"]), translator)
         return Response(body, mimetype="text/event-stream", headers=STREAM_HEADERS)
-    return Response(stream_with_context(relay(response, translator)),
-                    mimetype="text/event-stream", headers=STREAM_HEADERS)
+    stream = relay(response, translator, heartbeat=config["STREAM_HEARTBEAT"],
+                   max_duration=config["STREAM_MAX_DURATION"],
+                   client_socket=request.environ.get("gunicorn.socket"))
+    return Response(stream_with_context(stream), mimetype="text/event-stream",
+                    headers=STREAM_HEADERS)
+
+
+@contextmanager
+def time_limit(seconds):
+    """A wall-clock limit on a whole non-stream request (gevent workers only).
+
+    requests' timeouts are per socket operation, so a trickling upstream could hold a
+    request forever; under gevent a Timeout interrupts whatever the greenlet waits on.
+    """
+    if not monkey.is_module_patched("socket"):
+        yield
+        return
+    error = UpstreamTimeoutError("Workers AI did not finish answering in time.")
+    with gevent.Timeout(seconds, error):
+        yield
 
 
 def _reply_of(body, model):

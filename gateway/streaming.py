@@ -1,144 +1,110 @@
-"""Relay a Workers AI SSE stream to the client as OpenAI chunks, one event as it arrives.
+"""Relay a Workers AI SSE stream to the client, each event as soon as it arrives.
 
-`StreamTranslator` is pure (payloads in, chunk dicts out) so it can be tested on
-every possible cut of the upstream bytes; `relay` is the generator the route hands
-to Flask: it reads the upstream socket, never buffers an event, turns any fault
-after the first byte into exactly one `data: {"error": ...}` event, and always closes
-the upstream response, also when the client goes away (GeneratorExit).
+A reader (a greenlet under gunicorn's gevent worker) pulls upstream bytes into a
+queue, so the relay can wait with a timeout: while Cloudflare is silent the client
+gets `: keep-alive` comments (nginx and browsers cut silent streams), the stream's
+total duration is capped (a read timeout is not a deadline), and a client that went
+away is noticed within about a second even when nothing is being written. Any fault
+after the first byte becomes exactly one `data: {"error": ...}` event, and the
+upstream response is always closed, also when the client goes away (GeneratorExit).
 """
 import logging
+import queue
+import select
+import socket
+import threading
+import time
 
 import requests
 import urllib3
 
-from gateway import jsonio, translate
-from gateway.cloudflare_errors import map_error
-from gateway.errors import UpstreamError, error_body
-from gateway.sse import DONE, SSEDecoder, SSEFormatError, encode
+from gateway.errors import UpstreamError, UpstreamTimeoutError, error_body
+from gateway.sse import DONE, KEEP_ALIVE, SSEDecoder, SSEFormatError, encode
+from gateway.stream_translate import StreamFault, malformed_event
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+POLL_INTERVAL = 1.0  # seconds between client-liveness checks while upstream is silent
 NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+_EOF = object()
 
 
-class StreamFault(Exception):
-    """The upstream stream failed after the client got its first byte."""
+def _pump(response, inbox):
+    """Reader: upstream bytes into `inbox` as they arrive, then _EOF or the exception."""
+    try:
+        raw = response.raw
+        while True:
+            data = raw.read1(READ_SIZE, decode_content=True)
+            if not data:
+                break
+            inbox.put(data)
+        inbox.put(_EOF)
+    except BaseException as exc:  # noqa: BLE001 - handed to the relay, which decides
+        inbox.put(exc)
 
-    def __init__(self, error):
-        super().__init__(error.message)
-        self.error = error
+
+def client_gone(sock):
+    """Whether the client closed its connection (readable with nothing to read)."""
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
-def _malformed():
-    return StreamFault(UpstreamError("Workers AI sent a malformed stream event."))
-
-
-class StreamTranslator:
-    """Turns Workers AI stream payloads into `chat.completion.chunk` or `text_completion` chunks."""
-
-    def __init__(self, kind, *, model, max_tokens, include_usage, completion_id=None, created=None):
-        self.chat = kind == "chat"
-        self.model = model
-        self.max_tokens = max_tokens
-        self.include_usage = include_usage
-        self.id = completion_id or translate.new_id("chatcmpl" if self.chat else "cmpl")
-        self.created = created or translate.now()
-        self.done = False
-        self.tokens_seen = 0
-        self.upstream_finish = None
-        self.final_usage = None  # Cloudflare's closing {"response": "", "usage": ...}: cumulative
-        self.chunk_usage = None  # usage riding on OpenAI-shaped chunks: last one wins
-
-    def _chunk(self, text=None, finish_reason=None, role=False):
-        if self.chat:
-            delta = {} if text is None else {"content": text}
-            if role:
-                delta = {"role": "assistant", "content": ""}
-            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-            kind = "chat.completion.chunk"
-        else:
-            choice = {"index": 0, "text": text or "", "finish_reason": finish_reason,
-                      "logprobs": None}
-            kind = "text_completion"
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
-                "choices": [choice]}
-
-    def start(self):
-        """Chunks to send before any upstream event: the assistant role for chat."""
-        return [self._chunk(role=True)] if self.chat else []
-
-    def feed(self, payload):
-        """Chunks for one upstream `data:` payload (bytes)."""
-        if self.done:
-            return []
-        if payload.strip() == b"[DONE]":
-            self.done = True
-            return []
+def abort(response):
+    """Close an upstream response now, waking a reader blocked on its socket."""
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
         try:
-            event = jsonio.loads(payload)
-        except ValueError:
-            raise _malformed() from None
-        if not isinstance(event, dict):
-            raise _malformed()
-        if "error" in event or event.get("success") is False:
-            raise StreamFault(map_error(200, event, model=self.model))
-        try:
-            text = self._read_event(event)
-        except translate.UnreadableReply:
-            raise _malformed() from None
-        if not text:
-            return []
-        self.tokens_seen += 1
-        return [self._chunk(text)]
-
-    def _read_event(self, event):
-        if "choices" not in event:
-            if "usage" in event:
-                self.final_usage = translate.normalise_usage(event["usage"])
-            return translate.as_text(event.get("response"))
-        if "usage" in event:
-            self.chunk_usage = translate.normalise_usage(event["usage"]) or self.chunk_usage
-        choices = event["choices"]
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return ""
-        choice = choices[0]
-        if choice.get("finish_reason") and self.upstream_finish is None:
-            self.upstream_finish = choice["finish_reason"]
-        delta = choice.get("delta")
-        content = delta.get("content") if isinstance(delta, dict) else None
-        return translate.as_text(content if content is not None else choice.get("text"))
-
-    def finish(self):
-        """The final chunk with the real finish_reason, and the usage chunk when asked for."""
-        usage = self.final_usage or self.chunk_usage
-        reason = translate.finish_reason(usage, self.max_tokens, self.upstream_finish,
-                                         self.tokens_seen)
-        chunks = [self._chunk(finish_reason=reason)]
-        if self.include_usage:
-            tail = self._chunk()
-            tail["choices"] = []
-            tail["usage"] = usage
-            chunks.append(tail)
-        return chunks
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    response.close()
 
 
-def _read_chunks(response):
-    """Upstream body bytes as they arrive (read1 returns whatever one read delivers)."""
-    raw = response.raw
+def _events(response, heartbeat, deadline, client_socket):
+    """Upstream byte chunks, with None meaning "send a heartbeat now"."""
+    inbox = queue.SimpleQueue()
+    threading.Thread(target=_pump, args=(response, inbox), daemon=True).start()
+    last_activity = time.monotonic()
     while True:
-        data = raw.read1(READ_SIZE, decode_content=True)
-        if not data:
+        now = time.monotonic()
+        if now >= deadline:
+            raise StreamFault(UpstreamTimeoutError("The stream reached the gateway's maximum "
+                                                   "duration (STREAM_MAX_DURATION)."))
+        wait = min(POLL_INTERVAL, deadline - now, max(0.0, last_activity + heartbeat - now))
+        try:
+            item = inbox.get(timeout=wait) if wait > 0 else inbox.get_nowait()
+        except queue.Empty:
+            if client_gone(client_socket):
+                return
+            if time.monotonic() - last_activity >= heartbeat:
+                last_activity = time.monotonic()
+                yield None
+            continue
+        if item is _EOF:
             return
-        yield data
+        if isinstance(item, BaseException):
+            raise item
+        last_activity = time.monotonic()
+        yield item
 
 
-def relay(response, translator):
+def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_socket=None):
     """The client's SSE bytes for an open upstream stream response."""
     decoder = SSEDecoder()
+    deadline = time.monotonic() + max_duration
     try:
         yield b"".join(map(encode, translator.start()))
-        for data in _read_chunks(response):
+        for data in _events(response, heartbeat, deadline, client_socket):
+            if data is None:
+                yield KEEP_ALIVE
+                continue
             out = [encode(chunk) for payload in decoder.feed(data)
                    for chunk in translator.feed(payload)]
             if out:
@@ -154,12 +120,15 @@ def relay(response, translator):
         log.warning("upstream stream failed: %s", fault.error.message)
         yield encode(error_body(fault.error))
     except SSEFormatError:
-        yield encode(error_body(_malformed().error))
+        yield encode(error_body(malformed_event().error))
+    except (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
+        log.warning("upstream stream went silent past the read timeout")
+        yield encode(error_body(UpstreamTimeoutError("Workers AI went silent mid-stream.")))
     except NETWORK_ERRORS as exc:
         log.warning("upstream stream broke: %s", type(exc).__name__)
         yield encode(error_body(UpstreamError("The connection to Workers AI broke mid-stream.")))
     finally:
-        response.close()
+        abort(response)
 
 
 def replay(reply, translator):
@@ -172,4 +141,3 @@ def replay(reply, translator):
     translator.upstream_finish = reply.finish_reason
     chunks.extend(translator.finish())
     return b"".join(map(encode, chunks)) + DONE
-

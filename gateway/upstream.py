@@ -3,16 +3,19 @@
 Proxy hygiene (after Werkzeug's http_proxy middleware): a fixed base URL from the
 configuration, our own Authorization header and nothing of the client's, explicit
 connect/read timeouts, redirects never followed, and every network failure mapped
-to an OpenAI-shaped 502/504 without the URL (which holds the account id).
+to an OpenAI-shaped 502/504 without the URL (which holds the account id). Failed
+attempts fail over to the next account and are retried as `gateway.retry` decides.
 """
 import logging
+import time
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from gateway import jsonio
+from gateway import jsonio, retry
+from gateway.accounts import AccountPool
 from gateway.cloudflare_errors import map_error
-from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
+from gateway.errors import APIError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +30,10 @@ class UpstreamClient:
 
     def __init__(self, config):
         self.base = config["CLOUDFLARE_API_BASE"].rstrip("/")
-        self.accounts = list(config["CLOUDFLARE_ACCOUNTS"])
+        self.pool = AccountPool(config["CLOUDFLARE_ACCOUNTS"], config["ACCOUNT_COOLDOWN"])
         self.timeout = (config["UPSTREAM_CONNECT_TIMEOUT"], config["UPSTREAM_READ_TIMEOUT"])
-        self.secrets = [part for account in self.accounts for part in account]
+        self.retries = config["UPSTREAM_RETRIES"]
+        self.retry_after_cap = config["UPSTREAM_RETRY_AFTER_CAP"]
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy or netrc from the environment
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config["UPSTREAM_POOL_SIZE"],
@@ -40,18 +44,12 @@ class UpstreamClient:
     @property
     def configured(self):
         """Whether at least one Cloudflare account is set up."""
-        return bool(self.accounts)
+        return len(self.pool) > 0
 
-    def _account(self):
-        if not self.accounts:
-            raise ServiceUnavailableError(MISSING_CREDENTIALS, code="cloudflare_not_configured")
-        return self.accounts[0]
-
-    def _send(self, method, path, *, json_body=None, params=None, stream=False):
+    def _send(self, account, method, path, *, json_body=None, params=None, stream=False):
         """One HTTP call to Cloudflare, network failures mapped to API errors."""
-        account_id, token = self._account()
-        url = f"{self.base}/accounts/{account_id}/ai/{path}"
-        headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
+        url = f"{self.base}/accounts/{account.account_id}/ai/{path}"
+        headers = {"Authorization": f"Bearer {account.token}", "Accept-Encoding": "identity"}
         data = None
         if json_body is not None:
             data = jsonio.dumps(json_body)
@@ -60,8 +58,12 @@ class UpstreamClient:
             return self.session.request(method, url, data=data, params=params, headers=headers,
                                         stream=stream, timeout=self.timeout,
                                         allow_redirects=False)
+        except requests.ConnectTimeout:
+            log.warning("connecting to Cloudflare timed out")
+            raise UpstreamTimeoutError("Could not connect to Workers AI in time.",
+                                       code="connect_timeout") from None
         except requests.Timeout:
-            log.warning("Cloudflare timed out on %s", path.split("/", 1)[0])
+            log.warning("Cloudflare did not answer in time")
             raise UpstreamTimeoutError("Workers AI did not answer in time.") from None
         except requests.RequestException as exc:
             log.warning("Cloudflare unreachable: %s", type(exc).__name__)
@@ -77,31 +79,80 @@ class UpstreamClient:
             body = None
         log.warning("Cloudflare answered HTTP %s", response.status_code)
         raise map_error(response.status_code, body, model=model, headers=response.headers,
-                        secrets=self.secrets)
+                        secrets=self.pool.secrets)
 
     def read_json(self, response):
         """The whole body as JSON; UpstreamError when it is not JSON. Always closes."""
         try:
             return jsonio.loads(response.content)
+        except requests.Timeout:
+            raise UpstreamTimeoutError("Workers AI went silent mid-answer.") from None
         except (ValueError, requests.RequestException):
             raise UpstreamError("Workers AI answered with an unreadable body.") from None
         finally:
             response.close()
 
-    def run(self, model, payload, stream=False):
-        """POST `/ai/run/{model}`; returns the open response after checking its status."""
-        response = self._send("POST", f"run/{model}", json_body=payload, stream=stream)
-        self.check(response, model)
-        return response
+    def call(self, attempt, deadline=None):
+        """Run `attempt(account)` with failover and retries; return (result, account).
+
+        An account that cannot serve (quota used up, token refused) is sidelined and the
+        next one tried at once; when none is left the client gets that account's own
+        error. Transient failures are retried up to UPSTREAM_RETRIES times, never past
+        `deadline` (monotonic seconds).
+        """
+        if not self.configured:
+            raise ServiceUnavailableError(MISSING_CREDENTIALS, code="cloudflare_not_configured")
+        retries_left = self.retries
+        sidelined = set()
+        account = self.pool.acquire()
+        while True:
+            try:
+                return attempt(account), account
+            except APIError as error:
+                decision = retry.verdict(error)
+                if decision == retry.MOVE_ON:
+                    self._sideline(account, error)
+                    sidelined.add(account.position)
+                elif decision != retry.RETRY or retries_left <= 0:
+                    raise
+                else:
+                    retries_left -= 1
+                    pause = retry.backoff(self.retries - retries_left, error,
+                                          retry_after_cap=self.retry_after_cap)
+                    if deadline is not None and time.monotonic() + pause >= deadline:
+                        raise
+                    log.info("retrying Workers AI in %.2f s after %s", pause, error.code)
+                    time.sleep(pause)
+                account = self._next_account(error, sidelined)
+
+    def _next_account(self, error, sidelined):
+        """The next healthy account, or the failed attempt's own error when none is left."""
+        try:
+            return self.pool.acquire(exclude=sidelined)
+        except APIError:
+            raise error from None
+
+    def _sideline(self, account, error):
+        if error.cf_code == 3036:
+            self.pool.quota_used_up(account)
+        else:
+            self.pool.token_refused(account)
+
+    def run(self, model, payload, stream=False, deadline=None):
+        """POST `/ai/run/{model}`; returns (open response, account) after checking the status."""
+        def attempt(account):
+            response = self._send(account, "POST", f"run/{model}", json_body=payload,
+                                  stream=stream)
+            self.check(response, model)
+            return response
+        return self.call(attempt, deadline)
 
     def search_models(self, task="Text Generation"):
         """Every catalogue record of `task`, paging until a short or empty page."""
         records = []
         for page in range(1, CATALOGUE_MAX_PAGES + 1):
             params = {"task": task, "page": page, "per_page": CATALOGUE_PAGE_SIZE}
-            response = self._send("GET", "models/search", params=params)
-            self.check(response)
-            body = self.read_json(response)
+            body, _ = self.call(lambda account: self._search_page(account, params))
             result = body.get("result") if isinstance(body, dict) else None
             if not isinstance(result, list) or body.get("success") is False:
                 raise UpstreamError("Workers AI answered the model search with an unreadable body.")
@@ -109,6 +160,11 @@ class UpstreamClient:
             if _last_page(body, result, len(records)):
                 break
         return records
+
+    def _search_page(self, account, params):
+        response = self._send(account, "GET", "models/search", params=params)
+        self.check(response)
+        return self.read_json(response)
 
 
 def _last_page(body, page, seen):

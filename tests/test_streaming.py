@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.sse import SSEDecoder
-from gateway.streaming import StreamFault, StreamTranslator, relay
+from gateway.stream_translate import StreamFault, StreamTranslator
+from gateway.streaming import relay
 from tests.openai_spec import validate_chat_chunk, validate_completion_chunk, validate_error
 
 CLASSIC = (

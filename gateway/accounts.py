@@ -1,0 +1,96 @@
+"""The pool of Cloudflare accounts: round robin over the healthy ones, failover on errors.
+
+A free Workers AI account has 10,000 neurons a day, so a shared gateway spreads its
+requests over several accounts. An account that reports its daily allocation used up
+(3036) sits out until the next 00:00 UTC; one whose token Cloudflare refuses sits out
+for a cool-down and is logged as an operator error (by account id, never the token).
+State is per worker process: each gunicorn worker learns about a spent account on its
+own, at the cost of one failed upstream call.
+"""
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from gateway.errors import QuotaExceededError, ServiceUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Account:
+    """One Cloudflare account and why (and until when) it is out of the rotation."""
+
+    position: int
+    account_id: str
+    token: str
+    out_until: float = 0.0  # wall-clock seconds
+    out_reason: str = ""
+
+
+def next_utc_midnight(now):
+    """Unix time of the next 00:00 UTC, when Workers AI allocations reset."""
+    today = datetime.fromtimestamp(now, timezone.utc).date()
+    midnight = datetime.combine(today + timedelta(days=1), datetime.min.time(), timezone.utc)
+    return midnight.timestamp()
+
+
+class AccountPool:
+    """Hands out accounts in round-robin order, skipping those that are out."""
+
+    def __init__(self, credentials, cooldown=300.0, clock=time.time):
+        self.accounts = [Account(i, account_id, token)
+                         for i, (account_id, token) in enumerate(credentials)]
+        self.cooldown = cooldown
+        self.clock = clock
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self.accounts)
+
+    @property
+    def secrets(self):
+        """Every account id and token, for scrubbing Cloudflare's texts."""
+        return [part for a in self.accounts for part in (a.account_id, a.token)]
+
+    def acquire(self, exclude=()):
+        """The next healthy account not in `exclude`; a 429 or 503 APIError when there is none."""
+        now = self.clock()
+        with self._lock:
+            start = next(self._turn)
+        count = len(self.accounts)
+        for offset in range(count):
+            account = self.accounts[(start + offset) % count]
+            if account.out_until <= now and account.position not in exclude:
+                return account
+        raise self._none_left(now)
+
+    def _none_left(self, now):
+        if all(a.out_reason == "quota" for a in self.accounts):
+            reset = min(a.out_until for a in self.accounts)
+            hours, rest = divmod(int(reset - now), 3600)
+            return QuotaExceededError(
+                "The Workers AI daily free allocation of every Cloudflare account of this gateway "
+                f"is used up; it resets at 00:00 UTC (in {hours} h {rest // 60} min).")
+        wait = max(1, int(min(a.out_until for a in self.accounts) - now + 0.999))
+        return ServiceUnavailableError(
+            "Every Cloudflare account of this gateway is cooling down after errors; "
+            f"retry in {wait} s.", headers={"Retry-After": str(wait)})
+
+    def quota_used_up(self, account):
+        """3036: out until the allocation resets at the next 00:00 UTC."""
+        account.out_until = next_utc_midnight(self.clock())
+        account.out_reason = "quota"
+        log.warning("Cloudflare account #%d (%s) used up its daily allocation; skipped until "
+                    "00:00 UTC", account.position, account.account_id)
+
+    def token_refused(self, account):
+        """10000 / 401 / 403: out for the cool-down; the operator must fix the token."""
+        account.out_until = self.clock() + self.cooldown
+        account.out_reason = "token"
+        log.error("Cloudflare refused the API token of account #%d (%s); skipped for %d s. "
+                  "Check its token and Workers AI permission.", account.position,
+                  account.account_id, self.cooldown)

@@ -1,0 +1,43 @@
+"""What to do after a failed upstream attempt: move on, retry after a pause, or give up.
+
+Retries happen only while nothing has reached the client, and only for failures that
+another attempt can fix: connection errors, 5xx, Cloudflare capacity (3040) and
+Cloudflare timeouts (408/3007). The pause grows exponentially with full jitter, so
+that many workers failing together do not retry in lockstep, and a `Retry-After`
+from Cloudflare is honoured up to a cap.
+"""
+import random
+
+from gateway.cloudflare_errors import OUT_OF_CAPACITY, QUOTA_USED_UP, TOKEN_REFUSED
+
+MOVE_ON = "move_on"  # this account cannot serve: try the next one at once
+RETRY = "retry"      # transient: try again (on the next account) after a pause
+GIVE_UP = "give_up"  # the answer stands
+
+
+def verdict(error):
+    """Classify an APIError raised by an upstream attempt."""
+    status, code = error.upstream_status, error.cf_code
+    if code == QUOTA_USED_UP or code == TOKEN_REFUSED:
+        return MOVE_ON
+    if status in (401, 403) and code is None:
+        return MOVE_ON
+    if error.code in ("upstream_unreachable", "connect_timeout"):
+        return RETRY
+    if code == OUT_OF_CAPACITY or code == 3007 or status == 408:
+        return RETRY
+    if status is not None and status >= 500:
+        return RETRY
+    return GIVE_UP
+
+
+def backoff(attempt, error, base=0.25, ceiling=4.0, retry_after_cap=10.0, rand=random.random):
+    """Seconds to wait before retry number `attempt` (1-based)."""
+    retry_after = error.headers.get("Retry-After") if error.headers else None
+    if retry_after is not None:
+        try:
+            return min(max(float(retry_after), 0.0), retry_after_cap)
+        except ValueError:
+            pass  # an HTTP date: fall back to our own schedule
+    delay = min(ceiling, base * 2 ** (attempt - 1))
+    return delay / 2 + rand() * delay / 2
