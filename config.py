@@ -76,5 +76,15 @@ class Config:
     STREAM_HEARTBEAT = float(_env("STREAM_HEARTBEAT", "15"))
     # Seconds an account whose token Cloudflare refused stays out of the rotation.
     ACCOUNT_COOLDOWN = float(_env("ACCOUNT_COOLDOWN", "300"))
+    # Gateway log level (debug, info, warning, error).
+    LOG_LEVEL = _env("LOG_LEVEL", "info")
+    # Log line format: "json" (one object per line) or "text".
+    LOG_FORMAT = _env("LOG_FORMAT", "json").lower()
+    # Bearer token that /metrics requires; empty leaves /metrics open.
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+    # Proxy hops in front of the gateway whose X-Forwarded-* headers are trusted (0: none).
+    PROXY_HOPS = int(_env("PROXY_HOPS", "0"))
+    # Addresses of the proxies allowed to set X-Forwarded-* ("*" for any), with PROXY_HOPS > 0.
+    FORWARDED_ALLOW_IPS = _csv(_env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"))
     # Connections kept open to Cloudflare per worker (sized for concurrent streams).
     UPSTREAM_POOL_SIZE = int(_env("UPSTREAM_POOL_SIZE", "1000"))

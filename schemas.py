@@ -10,6 +10,8 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, vali
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 NOT_IMPLEMENTED = "is not supported by this gateway yet"
+# Model names become a URL path upstream: no dot segments, no empty segments, safe characters.
+MODEL_NAME = r"^(?!.*(^|/)\.{1,2}(/|$))(?!.*//)[A-Za-z0-9@][A-Za-z0-9@._:+/-]{0,199}$"
 
 
 class StrictBoolean(fields.Boolean):
@@ -118,7 +120,8 @@ class GenerationRequest(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = StrictString(required=True, validate=validate.Length(min=1))
+    model = StrictString(required=True, validate=validate.Regexp(
+        MODEL_NAME, error="Must be a Workers AI model name such as @cf/meta/llama-3.1-8b-instruct."))
     stream = StrictBoolean(load_default=False)
     stream_options = fields.Nested(StreamOptions)
     max_tokens = StrictInteger(validate=validate.Range(min=1))

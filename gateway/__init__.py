@@ -16,10 +16,10 @@ log = logging.getLogger(__name__)
 
 def create_app(config_class=Config):
     """Build the gateway with the settings of `config_class`."""
-    from gateway import auth, errors, request_id
+    from gateway import auth, errors, proxy, request_id, request_log
     from gateway.catalogue import ModelCatalogue
     from gateway.jsonio import OrjsonProvider
-    from gateway.routes import chat, completions, health, models
+    from gateway.routes import chat, completions, health, metrics, models
     from gateway.upstream import MISSING_CREDENTIALS, UpstreamClient
 
     app = Flask(__name__)
@@ -38,10 +38,13 @@ def create_app(config_class=Config):
          allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
          expose_headers=["X-Request-ID"], max_age=600)
     request_id.init_app(app)
+    request_log.init_app(app)
     auth.init_app(app)
     errors.register_error_handlers(app)
+    proxy.init_app(app)
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     for resource in (models, chat, completions):
         app.register_blueprint(resource.bp, url_prefix="/v1")
     return app

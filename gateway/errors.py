@@ -121,7 +121,10 @@ def error_body(error):
 
 
 def render_error(error):
-    """The Flask response for an APIError."""
+    """The Flask response for an APIError (its upstream figures go to the request log)."""
+    stats = g.get("stats") if has_request_context() else None
+    if stats is not None and error.upstream_status is not None:
+        stats.upstream_status, stats.cf_code = error.upstream_status, error.cf_code
     return json_response(error_body(error), error.status, error.headers)
 
 

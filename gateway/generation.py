@@ -8,13 +8,15 @@ import time
 from contextlib import contextmanager
 
 import gevent
-from flask import Response, current_app, g, request, stream_with_context
+from flask import Response, current_app, request, stream_with_context
 from gevent import monkey
 from marshmallow import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import jsonio, translate
 from gateway.cloudflare_errors import map_error
 from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
+from gateway.request_log import current_stats
 from gateway.stream_translate import StreamTranslator
 from gateway.streaming import relay, replay
 
@@ -38,7 +40,7 @@ def parse_body():
     """The request body as a JSON object, whatever Content-Type the client claimed."""
     if request.mimetype == "multipart/form-data":
         raise InvalidRequestError("The request body must be JSON, not multipart form data.")
-    raw = request.get_data(cache=False)
+    raw = _read_body()
     if not raw.strip():
         raise InvalidRequestError("The request body is empty; send a JSON object.")
     try:
@@ -48,6 +50,21 @@ def parse_body():
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     return body
+
+
+def _read_body():
+    """The raw body; 413 above the limit also for chunked bodies, which carry no length.
+
+    Werkzeug silently cuts a length-less body at MAX_CONTENT_LENGTH, so such a body is
+    read straight from the server (gunicorn decodes the chunks) and measured here.
+    """
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    raw = request.environ["wsgi.input"].read(limit + 1)
+    if len(raw) > limit:
+        raise RequestEntityTooLarge()
+    return raw
 
 
 def validate(schema, body):
@@ -72,6 +89,8 @@ def _check_length(data):
 def generate(kind, schema, build_payload, build_response):
     """Serve one chat or text completion request, streamed or not."""
     data = validate(schema, parse_body())
+    stats = current_stats()
+    stats.model, stats.stream = data["model"], data["stream"]
     _check_length(data)
     extensions = current_app.extensions
     extensions["catalogue"].check_allowed(data["model"])
@@ -83,20 +102,25 @@ def generate(kind, schema, build_payload, build_response):
     if not data["stream"]:
         deadline = time.monotonic() + config["UPSTREAM_TOTAL_TIMEOUT"]
         with time_limit(config["UPSTREAM_TOTAL_TIMEOUT"]):
-            response, g.account = upstream.run(data["model"], payload, deadline=deadline)
+            response, account = upstream.run(data["model"], payload, deadline=deadline)
+            stats.account, stats.upstream_status = account.position, response.status_code
             reply = _reply_of(upstream.read_json(response), data["model"])
+        stats.usage(reply.usage)
         return jsonio.json_response(build_response(reply, model=data["model"],
                                                    max_tokens=max_tokens))
-    response, g.account = upstream.run(data["model"], payload, stream=True)
+    response, account = upstream.run(data["model"], payload, stream=True)
+    stats.account, stats.upstream_status = account.position, response.status_code
     options = data.get("stream_options") or {}
     translator = StreamTranslator(kind, model=data["model"], max_tokens=max_tokens,
                                   include_usage=options.get("include_usage", False))
     if response.headers.get("Content-Type", "").startswith("application/json"):
-        body = replay(_reply_of(upstream.read_json(response), data["model"]), translator)
+        reply = _reply_of(upstream.read_json(response), data["model"])
+        stats.usage(reply.usage)
+        body = replay(reply, translator)
         return Response(body, mimetype="text/event-stream", headers=STREAM_HEADERS)
     stream = relay(response, translator, heartbeat=config["STREAM_HEARTBEAT"],
                    max_duration=config["STREAM_MAX_DURATION"],
-                   client_socket=request.environ.get("gunicorn.socket"))
+                   client_socket=request.environ.get("gunicorn.socket"), stats=stats)
     return Response(stream_with_context(stream), mimetype="text/event-stream",
                     headers=STREAM_HEADERS)
 

@@ -98,9 +98,14 @@ class StreamTranslator:
         content = delta.get("content") if isinstance(delta, dict) else None
         return translate.as_text(content if content is not None else choice.get("text"))
 
+    @property
+    def usage(self):
+        """Cloudflare's usage: the closing cumulative event, else the last chunk's."""
+        return self.final_usage or self.chunk_usage
+
     def finish(self):
         """The final chunk with the real finish_reason, and the usage chunk when asked for."""
-        usage = self.final_usage or self.chunk_usage
+        usage = self.usage
         reason = translate.finish_reason(usage, self.max_tokens, self.upstream_finish,
                                          self.tokens_seen)
         chunks = [self._chunk(finish_reason=reason)]

@@ -18,7 +18,9 @@ import time
 import requests
 import urllib3
 
+from gateway import metrics
 from gateway.errors import UpstreamError, UpstreamTimeoutError, error_body
+from gateway.request_log import RequestStats
 from gateway.sse import DONE, KEEP_ALIVE, SSEDecoder, SSEFormatError, encode
 from gateway.stream_translate import StreamFault, malformed_event
 
@@ -95,11 +97,15 @@ def _events(response, heartbeat, deadline, client_socket):
         yield item
 
 
-def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_socket=None):
+def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_socket=None,
+          stats=None):
     """The client's SSE bytes for an open upstream stream response."""
     decoder = SSEDecoder()
     deadline = time.monotonic() + max_duration
+    stats = stats or RequestStats(started=time.perf_counter())
+    metrics.OPEN_STREAMS.inc()
     try:
+        stats.first_byte()
         yield b"".join(map(encode, translator.start()))
         for data in _events(response, heartbeat, deadline, client_socket):
             if data is None:
@@ -108,6 +114,8 @@ def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_so
             out = [encode(chunk) for payload in decoder.feed(data)
                    for chunk in translator.feed(payload)]
             if out:
+                if stats.ttft_ms is None and translator.tokens_seen:
+                    stats.first_token()
                 yield b"".join(out)
             if translator.done:
                 break
@@ -115,7 +123,9 @@ def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_so
             for payload in decoder.flush():
                 for chunk in translator.feed(payload):
                     yield encode(chunk)
-        yield b"".join(map(encode, translator.finish())) + DONE
+        tail = b"".join(map(encode, translator.finish())) + DONE
+        stats.usage(translator.usage)
+        yield tail
     except StreamFault as fault:
         log.warning("upstream stream failed: %s", fault.error.message)
         yield encode(error_body(fault.error))
@@ -128,6 +138,7 @@ def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_so
         log.warning("upstream stream broke: %s", type(exc).__name__)
         yield encode(error_body(UpstreamError("The connection to Workers AI broke mid-stream.")))
     finally:
+        metrics.OPEN_STREAMS.dec()
         abort(response)
 
 

@@ -71,16 +71,14 @@ def as_text(value):
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise UnreadableReply("content is not text")
 
 
 def normalise_usage(usage):
     """OpenAI's usage object from Cloudflare's (extra fields such as `neurons` dropped)."""
-    if not isinstance(usage, dict):
+    if not isinstance(usage, dict) or not ({"prompt_tokens", "completion_tokens"} & usage.keys()):
         return None
     try:
         prompt = int(usage.get("prompt_tokens") or 0)

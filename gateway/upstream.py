@@ -9,10 +9,13 @@ attempts fail over to the next account and are retried as `gateway.retry` decide
 import logging
 import time
 
+from urllib.parse import quote
+
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
-from gateway import jsonio, retry
+from gateway import jsonio, metrics, retry
 from gateway.accounts import AccountPool
 from gateway.cloudflare_errors import map_error
 from gateway.errors import APIError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
@@ -87,6 +90,10 @@ class UpstreamClient:
             return jsonio.loads(response.content)
         except requests.Timeout:
             raise UpstreamTimeoutError("Workers AI went silent mid-answer.") from None
+        except requests.ConnectionError as exc:
+            if isinstance(exc.args[0] if exc.args else None, urllib3.exceptions.ReadTimeoutError):
+                raise UpstreamTimeoutError("Workers AI went silent mid-answer.") from None
+            raise UpstreamError("The connection to Workers AI broke mid-answer.") from None
         except (ValueError, requests.RequestException):
             raise UpstreamError("Workers AI answered with an unreadable body.") from None
         finally:
@@ -109,6 +116,7 @@ class UpstreamClient:
             try:
                 return attempt(account), account
             except APIError as error:
+                metrics.upstream_error(error)
                 decision = retry.verdict(error)
                 if decision == retry.MOVE_ON:
                     self._sideline(account, error)
@@ -141,7 +149,7 @@ class UpstreamClient:
     def run(self, model, payload, stream=False, deadline=None):
         """POST `/ai/run/{model}`; returns (open response, account) after checking the status."""
         def attempt(account):
-            response = self._send(account, "POST", f"run/{model}", json_body=payload,
+            response = self._send(account, "POST", f"run/{quote(model, safe='@/:+')}", json_body=payload,
                                   stream=stream)
             self.check(response, model)
             return response

@@ -1,0 +1,62 @@
+"""Prometheus metrics, correct across gunicorn's worker processes.
+
+With `PROMETHEUS_MULTIPROC_DIR` set (gunicorn.conf.py does it before forking),
+prometheus_client keeps each worker's values in files and `/metrics` merges them,
+whichever worker answers the scrape. Figures come from the same per-request stats
+as the log line, so the two never disagree.
+"""
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+
+REQUESTS = Counter("gateway_requests_total", "Requests answered", ["route", "status", "model"])
+DURATION = Histogram("gateway_request_duration_seconds", "Whole request time (streams: to the end)",
+                     ["route"], buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+TTFT = Histogram("gateway_time_to_first_token_seconds", "Time to the first streamed token",
+                 ["model"], buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+TOKENS = Counter("gateway_tokens_total", "Tokens reported by Cloudflare", ["direction", "model"])
+UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Failed Workers AI answers",
+                          ["cf_code", "upstream_status"])
+OPEN_STREAMS = Gauge("gateway_open_streams", "Streams currently open",
+                     multiprocess_mode="livesum")
+
+GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions")
+
+
+def _route(path):
+    """A bounded label: known routes by name, everything else lumped together."""
+    if path.startswith("/v1/models"):
+        return "/v1/models"
+    if path in GENERATION_ROUTES or path in ("/healthz", "/readyz", "/metrics"):
+        return path
+    return "other"
+
+
+def observe(fields):
+    """Record one finished request (called with the log line's fields)."""
+    route = _route(fields["path"])
+    model = fields.get("model") or ""
+    REQUESTS.labels(route, str(fields["status"]), model).inc()
+    DURATION.labels(route).observe(fields["duration_ms"] / 1000)
+    if fields.get("ttft_ms") is not None:
+        TTFT.labels(model).observe(fields["ttft_ms"] / 1000)
+    if fields.get("prompt_tokens"):
+        TOKENS.labels("prompt", model).inc(fields["prompt_tokens"])
+    if fields.get("completion_tokens"):
+        TOKENS.labels("completion", model).inc(fields["completion_tokens"])
+
+
+def upstream_error(error):
+    """Count one failed upstream attempt (retried ones too) by Cloudflare code and status."""
+    UPSTREAM_ERRORS.labels(str(error.cf_code or ""), str(error.upstream_status or "")).inc()
+
+
+def exposition():
+    """(body, content type) of the current metrics, merged over workers when multiprocess."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,124 @@
+"""One log line per request on stdout, JSON by default, written when the response is done.
+
+For a stream "done" means the last byte went out (or the client left), so the line
+is written from the response's close callback, with the figures the relay filled in
+on the way: time to first byte and first token, tokens, upstream status, Cloudflare
+error code, and which account served it (its position in the pool, never its id).
+Keys appear only as a short hash label; prompts are never logged.
+"""
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from flask import g, request
+
+log = logging.getLogger("gateway.request")
+
+
+@dataclass
+class RequestStats:
+    """Figures about one request, filled in as it goes."""
+
+    started: float = 0.0
+    model: str | None = None
+    stream: bool | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    upstream_status: int | None = None
+    cf_code: int | None = None
+    account: int | None = None
+    ttfb_ms: float | None = None
+    ttft_ms: float | None = None
+
+    def elapsed_ms(self):
+        return round((time.perf_counter() - self.started) * 1000, 2)
+
+    def first_byte(self):
+        if self.ttfb_ms is None:
+            self.ttfb_ms = self.elapsed_ms()
+
+    def first_token(self):
+        if self.ttft_ms is None:
+            self.ttft_ms = self.elapsed_ms()
+
+    def usage(self, usage):
+        if usage:
+            self.prompt_tokens = usage.get("prompt_tokens")
+            self.completion_tokens = usage.get("completion_tokens")
+
+
+def current_stats():
+    """This request's stats (a throwaway object outside a request)."""
+    stats = g.get("stats")
+    return stats if stats is not None else RequestStats(started=time.perf_counter())
+
+
+class JsonFormatter(logging.Formatter):
+    """Log records as one JSON object per line; `extra={"fields": {...}}` is merged in."""
+
+    def format(self, record):
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname.lower(), "logger": record.name,
+                 "message": record.getMessage()}
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines, with the request fields as key=value pairs."""
+
+    def format(self, record):
+        fields = getattr(record, "fields", {})
+        tail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        line = f"{line} {tail}" if tail else line
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(level, fmt):
+    """Send the gateway's logs to stdout in the chosen format (once per process)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    gateway_log = logging.getLogger("gateway")
+    gateway_log.handlers[:] = [handler]
+    gateway_log.setLevel(level.upper())
+    gateway_log.propagate = False
+
+
+def start_request():
+    """before_request: start the clock."""
+    g.stats = RequestStats(started=time.perf_counter())
+
+
+def finish_request(response):
+    """after_request: write the line when the body is done (streams: at their end)."""
+    stats = g.get("stats") or RequestStats(started=time.perf_counter())
+    base = {"request_id": g.get("request_id"), "method": request.method, "path": request.path,
+            "status": response.status_code, "client": request.remote_addr,
+            "key": g.get("key_label")}
+    response.call_on_close(lambda: _write(base, stats))
+    return response
+
+
+def _write(base, stats):
+    fields = {**base, "duration_ms": stats.elapsed_ms(), **asdict(stats)}
+    del fields["started"]
+    if not stats.stream:
+        fields.pop("ttfb_ms")
+        fields.pop("ttft_ms")
+    log.info("request", extra={"fields": fields})
+    from gateway import metrics  # the metrics read the same figures
+    metrics.observe(fields)
+
+
+def init_app(app):
+    """Install the clock and the per-request line."""
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+    app.before_request(start_request)
+    app.after_request(finish_request)
