@@ -3,7 +3,10 @@
 Plain settings only. Nothing here imports the app or `requests`: gevent patches the
 worker after fork, and anything that imported ssl before that breaks (gunicorn #2796).
 """
+import glob
 import os
+import shutil
+import tempfile
 
 from dotenv import load_dotenv
 
@@ -25,3 +28,23 @@ errorlog = "-"
 loglevel = (os.environ.get("LOG_LEVEL") or "info").lower()
 # Client addresses from X-Forwarded-For are trusted only from these proxies (none by default).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
+
+
+def on_starting(server):
+    """Give the workers a fresh shared folder for Prometheus' multiprocess metrics."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="cf-ai-endpoint-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (prometheus_client's mark_process_dead, without
+    importing prometheus_client, which imports ssl, in the master)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        for path in glob.glob(os.path.join(folder, f"gauge_live*_{worker.pid}.db")):
+            os.remove(path)

@@ -212,3 +212,22 @@ def test_nothing_unknown_is_forwarded(fake, http):
     assert set(sent.json) == {"messages", "max_tokens", "temperature"}
     assert sent.json["messages"][0] == {"role": "system", "content": "be brief"}
     assert sent.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_metrics_merge_workers_and_logs_are_json(gateway, http):
+    for _ in range(6):
+        chat(http, model=CLASSIC, messages=[{"role": "user", "content": "count me"}])
+    text = requests.get(f"{gateway[0]}/metrics", timeout=5).text
+    assert "gateway_requests_total" in text and 'route="/v1/chat/completions"' in text
+    assert "gateway_tokens_total" in text
+    lines = [line for line in gateway[1].read_text().splitlines() if line.startswith("{")]
+    import json
+    records = [json.loads(line) for line in lines]
+    served = [r for r in records if r.get("path") == "/v1/chat/completions" and r["status"] == 200]
+    assert served and served[-1]["model"] == CLASSIC and served[-1]["account"] == 0
+    assert served[-1]["completion_tokens"] == 3 and served[-1]["request_id"]
+
+
+def test_readyz_and_healthz_need_no_key(gateway):
+    assert requests.get(f"{gateway[0]}/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(f"{gateway[0]}/readyz", timeout=5).status_code == 200
