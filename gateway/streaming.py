@@ -29,21 +29,61 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 POLL_INTERVAL = 1.0  # seconds between client-liveness checks while upstream is silent
 NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+DRAIN_TIMEOUT = 1.0  # seconds the reader gets to finish the body or let go of it
 _EOF = object()
 
 
-def _pump(response, inbox):
-    """Reader: upstream bytes into `inbox` as they arrive, then _EOF or the exception."""
+class UpstreamReader:
+    """Reads the upstream body in its own greenlet so the relay can wait with a timeout."""
+
+    def __init__(self, response):
+        self.response = response
+        self.inbox = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self):
+        """Upstream bytes into the inbox as they arrive, then _EOF or the exception."""
+        try:
+            raw = self.response.raw
+            while True:
+                data = raw.read1(READ_SIZE, decode_content=True)
+                if not data:
+                    break
+                self.inbox.put(data)
+            self.inbox.put(_EOF)
+        except BaseException as exc:  # noqa: BLE001 - handed to the relay, which decides
+            self.inbox.put(exc)
+
+    def get(self, timeout):
+        """The next item (bytes, _EOF or an exception); queue.Empty after `timeout` seconds."""
+        return self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
+
+    def close(self, finished):
+        """Stop reading and close the response.
+
+        After a complete stream the reader is given a moment to read the body's end, so
+        urllib3 returns the connection to the pool for the next request (keep-alive to
+        Cloudflare). Otherwise the socket is shut down to wake the reader at once, and
+        the response is closed only after the reader let go of it.
+        """
+        if finished:
+            self.thread.join(DRAIN_TIMEOUT)
+        if self.thread.is_alive():
+            try:
+                self.response.raw.shutdown()
+            except (AttributeError, ValueError, RuntimeError, OSError):
+                pass
+            self.thread.join(DRAIN_TIMEOUT)
+        close_quietly(self.response)
+
+
+def close_quietly(response):
+    """Close an upstream response; a reader stuck inside it must not make this raise."""
     try:
-        raw = response.raw
-        while True:
-            data = raw.read1(READ_SIZE, decode_content=True)
-            if not data:
-                break
-            inbox.put(data)
-        inbox.put(_EOF)
-    except BaseException as exc:  # noqa: BLE001 - handed to the relay, which decides
-        inbox.put(exc)
+        response.close()
+    except (RuntimeError, OSError):
+        pass
 
 
 def client_gone(sock):
@@ -57,22 +97,8 @@ def client_gone(sock):
         return True
 
 
-def abort(response):
-    """Close an upstream response now, waking a reader blocked on its socket."""
-    connection = getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    response.close()
-
-
-def _events(response, heartbeat, deadline, client_socket):
+def _events(reader, heartbeat, deadline, client_socket):
     """Upstream byte chunks, with None meaning "send a heartbeat now"."""
-    inbox = queue.SimpleQueue()
-    threading.Thread(target=_pump, args=(response, inbox), daemon=True).start()
     last_activity = time.monotonic()
     while True:
         now = time.monotonic()
@@ -81,7 +107,7 @@ def _events(response, heartbeat, deadline, client_socket):
                                                    "duration (STREAM_MAX_DURATION)."))
         wait = min(POLL_INTERVAL, deadline - now, max(0.0, last_activity + heartbeat - now))
         try:
-            item = inbox.get(timeout=wait) if wait > 0 else inbox.get_nowait()
+            item = reader.get(wait)
         except queue.Empty:
             if client_gone(client_socket):
                 return
@@ -103,11 +129,13 @@ def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_so
     decoder = SSEDecoder()
     deadline = time.monotonic() + max_duration
     stats = stats or RequestStats(started=time.perf_counter())
+    reader = None
     metrics.OPEN_STREAMS.inc()
     try:
         stats.first_byte()
         yield b"".join(map(encode, translator.start()))
-        for data in _events(response, heartbeat, deadline, client_socket):
+        reader = UpstreamReader(response)
+        for data in _events(reader, heartbeat, deadline, client_socket):
             if data is None:
                 yield KEEP_ALIVE
                 continue
@@ -139,7 +167,10 @@ def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_so
         yield encode(error_body(UpstreamError("The connection to Workers AI broke mid-stream.")))
     finally:
         metrics.OPEN_STREAMS.dec()
-        abort(response)
+        if reader is None:
+            close_quietly(response)
+        else:
+            reader.close(finished=translator.done)
 
 
 def replay(reply, translator):
