@@ -23,3 +23,15 @@ test: $(VENV)/.dev
 
 clean:
 	rm -rf $(VENV)
+
+# The benchmark (bench/README.md): the gateway (gunicorn + gevent, 2 workers) against a
+# fake Workers AI on 127.0.0.1, next to the fake called directly. Not a test; CI does not run it.
+$(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.bench
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.bench
+	$(PY) bench/run.py --quick $(BENCH_ARGS)

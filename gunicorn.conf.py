@@ -48,3 +48,12 @@ def child_exit(server, worker):
     if folder:
         for path in glob.glob(os.path.join(folder, f"gauge_live*_{worker.pid}.db")):
             os.remove(path)
+
+
+def when_ready(server):
+    """Say once, in the master, when the gateway cannot reach Cloudflare for lack of credentials."""
+    single = os.environ.get("CLOUDFLARE_ACCOUNT_ID") and os.environ.get("CLOUDFLARE_API_TOKEN")
+    if not (single or os.environ.get("CLOUDFLARE_ACCOUNTS")):
+        server.log.warning("No Cloudflare credentials: set CLOUDFLARE_ACCOUNT_ID and "
+                           "CLOUDFLARE_API_TOKEN (or CLOUDFLARE_ACCOUNTS) in .env or the "
+                           "environment. Until then requests that need Cloudflare get 503.")

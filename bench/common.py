@@ -28,10 +28,15 @@ PADDING = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _DIRECTIVE = re.compile(r"\[\[bench ([^\]]*)\]\]")
 
 
+def token_ids(seed, count):
+    """Indices into VOCAB of the `count` tokens of the reply for request `seed`."""
+    size = len(VOCAB)
+    return [(seed * 7919 + i * 31 + (i * i) % 17) % size for i in range(count)]
+
+
 def tokens(seed, count):
     """The `count` tokens of the reply for request `seed`."""
-    size = len(VOCAB)
-    return [VOCAB[(seed * 7919 + i * 31 + (i * i) % 17) % size] for i in range(count)]
+    return [VOCAB[i] for i in token_ids(seed, count)]
 
 
 def expected_text(seed, count):

@@ -29,7 +29,7 @@ def create_app(config_class=Config):
 
     upstream = UpstreamClient(app.config)
     if not upstream.configured:
-        log.warning(MISSING_CREDENTIALS)
+        log.debug(MISSING_CREDENTIALS)  # gunicorn's master warns once (gunicorn.conf.py)
     app.extensions["upstream"] = upstream
     app.extensions["catalogue"] = ModelCatalogue(upstream, app.config["MODELS_CACHE_TTL"],
                                                  app.config["MODELS"])
