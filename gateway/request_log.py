@@ -85,8 +85,10 @@ def configure_logging(level, fmt):
     """Send the gateway's logs to stdout in the chosen format (once per process)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.installed_by_gateway = True
     gateway_log = logging.getLogger("gateway")
-    gateway_log.handlers[:] = [handler]
+    others = [h for h in gateway_log.handlers if not getattr(h, "installed_by_gateway", False)]
+    gateway_log.handlers[:] = [*others, handler]
     gateway_log.setLevel(level.upper())
     gateway_log.propagate = False
 

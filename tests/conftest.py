@@ -1,5 +1,6 @@
 """Shared fixtures: the app built with a test config, a client, keys, a mocked Cloudflare."""
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import responses
 
 from config import Config
 from gateway import create_app
+from gateway.request_log import JsonFormatter
 
 DATA = Path(__file__).parent / "data"
 API_BASE = "https://cf.test/client/v4"
@@ -38,6 +40,32 @@ def load_data(name):
     """A canned upstream body from tests/data (parsed when it is JSON)."""
     text = (DATA / name).read_text(encoding="utf-8")
     return json.loads(text) if name.endswith(".json") else text
+
+
+class _Capture(logging.Handler):
+    """Keeps every formatted gateway log line of the whole test session."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(JsonFormatter().format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gateway_logs():
+    """Every log line the unit tests' requests produce holds no key and no token."""
+    capture = _Capture()
+    logger = logging.getLogger("gateway")
+    logger.addHandler(capture)
+    yield capture.lines
+    logger.removeHandler(capture)
+    text = "\n".join(capture.lines)
+    if '"path"' not in text:
+        return  # a selection of tests that made no request: nothing to check
+    for secret in (KEY, "sk-second-key", TOKEN):
+        assert secret not in text, "a key or token reached the gateway's logs"
 
 
 @pytest.fixture

@@ -36,6 +36,8 @@ def gateway(fake, tmp_path_factory):
         yield base_url, log_path
     log = log_path.read_text(errors="replace")
     assert KEY not in log and TOKEN not in log, "a secret reached the gateway log"
+    for prompt in ("stream me please", "number 42 here", "hello there"):
+        assert prompt not in log, "prompt text reached the gateway log"
     assert "MonkeyPatchWarning" not in log and "Traceback" not in log, log
 
 
