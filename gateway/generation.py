@@ -14,7 +14,6 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import jsonio, translate
-from gateway.cloudflare_errors import map_error
 from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from gateway.request_log import current_stats
 from gateway.stream_translate import StreamTranslator
@@ -102,27 +101,49 @@ def generate(kind, schema, build_payload, build_response):
     if not data["stream"]:
         deadline = time.monotonic() + config["UPSTREAM_TOTAL_TIMEOUT"]
         with time_limit(config["UPSTREAM_TOTAL_TIMEOUT"]):
-            response, account = upstream.run(data["model"], payload, deadline=deadline)
-            stats.account, stats.upstream_status = account.position, response.status_code
-            reply = _reply_of(upstream.read_json(response), data["model"])
-        stats.usage(reply.usage)
+            answer = upstream.run(data["model"], payload, deadline=deadline)
+        reply = _reply_of(answer, stats)
         return jsonio.json_response(build_response(reply, model=data["model"],
                                                    max_tokens=max_tokens))
-    response, account = upstream.run(data["model"], payload, stream=True)
-    stats.account, stats.upstream_status = account.position, response.status_code
+    answer = upstream.run(data["model"], payload, stream=True)
     options = data.get("stream_options") or {}
     translator = StreamTranslator(kind, model=data["model"], max_tokens=max_tokens,
                                   include_usage=options.get("include_usage", False))
-    if response.headers.get("Content-Type", "").startswith("application/json"):
-        reply = _reply_of(upstream.read_json(response), data["model"])
-        stats.usage(reply.usage)
-        body = replay(reply, translator)
-        return Response(body, mimetype="text/event-stream", headers=STREAM_HEADERS)
-    stream = relay(response, translator, heartbeat=config["STREAM_HEARTBEAT"],
+    if answer.stream is None:
+        if not _readable(answer.body):  # e.g. GPT-OSS: no stream on /ai/run, an empty result
+            answer = upstream.run(data["model"], {**payload, "stream": False})
+        reply = _reply_of(answer, stats)
+        return Response(replay(reply, translator), mimetype="text/event-stream",
+                        headers=STREAM_HEADERS)
+    _note_account(answer, stats)
+    stream = relay(answer.stream, translator, heartbeat=config["STREAM_HEARTBEAT"],
                    max_duration=config["STREAM_MAX_DURATION"],
                    client_socket=request.environ.get("gunicorn.socket"), stats=stats)
     return Response(stream_with_context(stream), mimetype="text/event-stream",
                     headers=STREAM_HEADERS)
+
+
+def _note_account(answer, stats):
+    stats.account, stats.upstream_status = answer.account.position, 200
+
+
+def _readable(body):
+    try:
+        translate.read_reply(body)
+    except translate.UnreadableReply:
+        return False
+    return True
+
+
+def _reply_of(answer, stats):
+    """The Reply in a checked JSON answer; a shape the gateway cannot read is never a 200."""
+    _note_account(answer, stats)
+    try:
+        reply = translate.read_reply(answer.body)
+    except translate.UnreadableReply:
+        raise UpstreamError("Workers AI answered with a body the gateway could not read.") from None
+    stats.usage(reply.usage)
+    return reply
 
 
 @contextmanager
@@ -138,14 +159,3 @@ def time_limit(seconds):
     error = UpstreamTimeoutError("Workers AI did not finish answering in time.")
     with gevent.Timeout(seconds, error):
         yield
-
-
-def _reply_of(body, model):
-    """A Reply from a 2xx JSON body; `success: false` or an unknown shape is never a 200."""
-    if isinstance(body, dict) and (body.get("success") is False or body.get("errors")):
-        raise map_error(200, body, model=model)
-    try:
-        return translate.read_reply(body)
-    except translate.UnreadableReply:
-        raise UpstreamError("Workers AI answered with a body the gateway could not read.") from None
-

@@ -8,6 +8,7 @@ attempts fail over to the next account and are retried as `gateway.retry` decide
 """
 import logging
 import time
+from dataclasses import dataclass
 
 from urllib.parse import quote
 
@@ -16,7 +17,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from gateway import jsonio, metrics, retry
-from gateway.accounts import AccountPool
+from gateway.accounts import Account, AccountPool
 from gateway.cloudflare_errors import map_error
 from gateway.errors import APIError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 
@@ -26,6 +27,15 @@ MISSING_CREDENTIALS = ("The gateway has no Cloudflare credentials: set CLOUDFLAR
                        "CLOUDFLARE_API_TOKEN (or CLOUDFLARE_ACCOUNTS) and restart it.")
 CATALOGUE_PAGE_SIZE = 50
 CATALOGUE_MAX_PAGES = 40
+
+
+@dataclass
+class Answer:
+    """A successful Workers AI answer: a checked JSON body, or an open SSE response."""
+
+    account: Account
+    body: dict | None = None
+    stream: requests.Response | None = None
 
 
 class UpstreamClient:
@@ -147,13 +157,29 @@ class UpstreamClient:
             self.pool.token_refused(account)
 
     def run(self, model, payload, stream=False, deadline=None):
-        """POST `/ai/run/{model}`; returns (open response, account) after checking the status."""
+        """POST `/ai/run/{model}` with failover and retries; an `Answer` once one succeeded.
+
+        A JSON answer is read and checked inside the attempt, so `success: false` on a
+        200 fails over and retries like the same error on its proper status would.
+        A stream request may still get JSON: some models answer it that way.
+        """
         def attempt(account):
-            response = self._send(account, "POST", f"run/{quote(model, safe='@/:+')}", json_body=payload,
-                                  stream=stream)
+            response = self._send(account, "POST", f"run/{quote(model, safe='@/:+')}",
+                                  json_body=payload, stream=stream)
             self.check(response, model)
-            return response
-        return self.call(attempt, deadline)
+            if stream and not response.headers.get("Content-Type", "").startswith(
+                    "application/json"):
+                return Answer(account=account, stream=response)
+            return Answer(account=account, body=self.checked_body(response, model))
+        answer, _ = self.call(attempt, deadline)
+        return answer
+
+    def checked_body(self, response, model=None):
+        """The JSON body of a 2xx answer; Cloudflare's `success: false` raised as its error."""
+        body = self.read_json(response)
+        if isinstance(body, dict) and (body.get("success") is False or body.get("errors")):
+            raise map_error(200, body, model=model, secrets=self.pool.secrets)
+        return body
 
     def search_models(self, task="Text Generation"):
         """Every catalogue record of `task`, paging until a short or empty page."""
@@ -162,7 +188,7 @@ class UpstreamClient:
             params = {"task": task, "page": page, "per_page": CATALOGUE_PAGE_SIZE}
             body, _ = self.call(lambda account: self._search_page(account, params))
             result = body.get("result") if isinstance(body, dict) else None
-            if not isinstance(result, list) or body.get("success") is False:
+            if not isinstance(result, list):
                 raise UpstreamError("Workers AI answered the model search with an unreadable body.")
             records.extend(r for r in result if isinstance(r, dict))
             if _last_page(body, result, len(records)):
@@ -172,7 +198,7 @@ class UpstreamClient:
     def _search_page(self, account, params):
         response = self._send(account, "GET", "models/search", params=params)
         self.check(response)
-        return self.read_json(response)
+        return self.checked_body(response)
 
 
 def _last_page(body, page, seen):

@@ -233,3 +233,14 @@ def test_metrics_merge_workers_and_logs_are_json(gateway, http):
 def test_readyz_and_healthz_need_no_key(gateway):
     assert requests.get(f"{gateway[0]}/healthz", timeout=5).json() == {"status": "ok"}
     assert requests.get(f"{gateway[0]}/readyz", timeout=5).status_code == 200
+
+
+def test_stream_request_answered_with_empty_json_is_asked_again_without_stream(fake, http):
+    """Some models (GPT-OSS) do not stream on /ai/run and answer JSON with an empty result."""
+    fake.add_fault("error", status=200, body={"result": {}, "success": True, "errors": [],
+                                              "messages": []})
+    events = read_events(chat(http, model=CLASSIC, stream=True,
+                              messages=[{"role": "user", "content": "fallback please"}]))
+    assert text_of(events) == "Echo: fallback please" and events[-1] == "[DONE]"
+    posts = [r.json for r in fake.requests if r.method == "POST"]
+    assert [p.get("stream", False) for p in posts] == [True, False]
