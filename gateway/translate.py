@@ -124,42 +124,28 @@ def finish_reason(usage, max_tokens, upstream_reason=None, tokens_seen=0):
     return "stop"
 
 
-def chat_completion(reply, *, model, max_tokens, completion_id=None, created=None):
-    """The `chat.completion` object for a reply."""
-    body = {
-        "id": completion_id or new_id("chatcmpl"),
-        "object": "chat.completion",
-        "created": created or int(time.time()),
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": reply.text, "refusal": None},
-            "finish_reason": finish_reason(reply.usage, max_tokens, reply.finish_reason),
-            "logprobs": None,
-        }],
-    }
+def _completion(kind, prefix, content, reply, model, max_tokens, completion_id, created):
+    """A non-stream completion object whose only choice holds `content`."""
+    choice = {"index": 0, **content, "logprobs": None,
+              "finish_reason": finish_reason(reply.usage, max_tokens, reply.finish_reason)}
+    body = {"id": completion_id or new_id(prefix), "object": kind,
+            "created": created or now(), "model": model, "choices": [choice]}
     if reply.usage is not None:
         body["usage"] = reply.usage
     return body
+
+
+def chat_completion(reply, *, model, max_tokens, completion_id=None, created=None):
+    """The `chat.completion` object for a reply."""
+    message = {"role": "assistant", "content": reply.text, "refusal": None}
+    return _completion("chat.completion", "chatcmpl", {"message": message}, reply, model,
+                       max_tokens, completion_id, created)
 
 
 def text_completion(reply, *, model, max_tokens, completion_id=None, created=None):
     """The `text_completion` object for a reply."""
-    body = {
-        "id": completion_id or new_id("cmpl"),
-        "object": "text_completion",
-        "created": created or int(time.time()),
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "text": reply.text,
-            "finish_reason": finish_reason(reply.usage, max_tokens, reply.finish_reason),
-            "logprobs": None,
-        }],
-    }
-    if reply.usage is not None:
-        body["usage"] = reply.usage
-    return body
+    return _completion("text_completion", "cmpl", {"text": reply.text}, reply, model,
+                       max_tokens, completion_id, created)
 
 
 def now():
