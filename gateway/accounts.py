@@ -59,14 +59,12 @@ class AccountPool:
     def acquire(self, exclude=()):
         """The next healthy account not in `exclude`; a 429 or 503 APIError when there is none."""
         now = self.clock()
+        usable = [a for a in self.accounts if a.out_until <= now and a.position not in exclude]
+        if not usable:
+            raise self._none_left(now)
         with self._lock:
-            start = next(self._turn)
-        count = len(self.accounts)
-        for offset in range(count):
-            account = self.accounts[(start + offset) % count]
-            if account.out_until <= now and account.position not in exclude:
-                return account
-        raise self._none_left(now)
+            turn = next(self._turn)
+        return usable[turn % len(usable)]
 
     def _none_left(self, now):
         if all(a.out_reason == "quota" for a in self.accounts):

@@ -15,6 +15,7 @@ from gateway.errors import APIError, NotFoundError
 
 log = logging.getLogger(__name__)
 
+TASK = "Text Generation"
 RETRY_AFTER_FAILURE = 5.0  # seconds before a failed refresh is tried again
 
 
@@ -23,6 +24,12 @@ def _property(record, name):
         if isinstance(prop, dict) and prop.get("property_id") == name:
             return prop.get("value")
     return None
+
+
+def _is_text_generation(record):
+    """The search asks for this task; a record that says otherwise is left out anyway."""
+    task = record.get("task")
+    return not isinstance(task, dict) or task.get("name", TASK) == TASK
 
 
 def _created(record):
@@ -89,7 +96,8 @@ class ModelCatalogue:
                 if self._records is not None:
                     log.warning("model catalogue refresh failed; serving the cached list")
                 return
-            self._records = {r["name"]: r for r in records if isinstance(r.get("name"), str)}
+            self._records = {r["name"]: r for r in records
+                             if isinstance(r.get("name"), str) and _is_text_generation(r)}
             self._next_refresh = self.clock() + self.ttl
 
     def records(self):

@@ -69,6 +69,9 @@ def map_error(status, body, *, model=None, headers=None, secrets=()):
     the retry and failover logic reads.
     """
     error = _map(status, body, model, headers, secrets)
+    retry_after = (headers or {}).get("Retry-After")
+    if retry_after:
+        error.headers.setdefault("Retry-After", retry_after)
     error.upstream_status = status
     error.cf_code = error_code(body)
     return error

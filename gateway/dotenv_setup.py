@@ -3,6 +3,7 @@
 The key is printed once, here, and never again (the gateway does not log keys).
 Run as `python -m gateway.dotenv_setup`; it does nothing when `.env` exists.
 """
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -17,8 +18,9 @@ def create_env(target=Path(".env"), template=Path(".env.example")):
     lines = [f"API_KEYS={key}" if line.startswith("API_KEYS=") else line for line in lines]
     if not any(line.startswith("API_KEYS=") for line in lines):
         lines.append(f"API_KEYS={key}")
-    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    target.chmod(0o600)
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as env_file:
+        env_file.write("\n".join(lines) + "\n")
     return key
 
 

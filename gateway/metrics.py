@@ -33,10 +33,9 @@ def _route(path):
     return "other"
 
 
-def observe(fields):
-    """Record one finished request (called with the log line's fields)."""
+def observe(fields, model=""):
+    """Record one finished request (called with the log line's fields and the model label)."""
     route = _route(fields["path"])
-    model = fields.get("model") or ""
     REQUESTS.labels(route, str(fields["status"]), model).inc()
     DURATION.labels(route).observe(fields["duration_ms"] / 1000)
     if fields.get("ttft_ms") is not None:

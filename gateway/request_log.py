@@ -31,6 +31,9 @@ class RequestStats:
     account: int | None = None
     ttfb_ms: float | None = None
     ttft_ms: float | None = None
+    # The model as a metrics label: set only once the model passed the allow-list, so that
+    # clients cannot grow the label set with made-up names. Not logged.
+    model_label: str = ""
 
     def elapsed_ms(self):
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -111,12 +114,13 @@ def finish_request(response):
 def _write(base, stats):
     fields = {**base, "duration_ms": stats.elapsed_ms(), **asdict(stats)}
     del fields["started"]
+    model_label = fields.pop("model_label")
     if not stats.stream:
         fields.pop("ttfb_ms")
         fields.pop("ttft_ms")
     log.info("request", extra={"fields": fields})
     from gateway import metrics  # the metrics read the same figures
-    metrics.observe(fields)
+    metrics.observe(fields, model_label)
 
 
 def init_app(app):

@@ -128,8 +128,9 @@ class UpstreamClient:
             except APIError as error:
                 metrics.upstream_error(error)
                 decision = retry.verdict(error)
-                if decision == retry.MOVE_ON:
-                    self._sideline(account, error)
+                if decision in (retry.MOVE_ON, retry.OTHER_ACCOUNT):
+                    if decision == retry.MOVE_ON:
+                        self._sideline(account, error)
                     sidelined.add(account.position)
                 elif decision != retry.RETRY or retries_left <= 0:
                     raise
