@@ -12,7 +12,7 @@ from flask import jsonify, request
 
 from gateway import create_app
 from gateway.request_log import JsonFormatter
-from tests.conftest import KEY, TestConfig
+from tests.conftest import KEY, SEARCH_URL, TestConfig, load_data
 
 CLIENT = "203.0.113.7"
 SPOOF = "6.6.6.6"
@@ -110,3 +110,15 @@ def test_request_log_client_is_real_address(hops, peer, forwarded_for, expected)
     finally:
         logger.removeHandler(handler)
     assert [line["client"] for line in handler.lines] == [expected]
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("/v1//models", id="doubled-inner"),
+    pytest.param("//v1/models", id="doubled-leading"),
+    pytest.param("/v1///models/", id="tripled-and-trailing"),
+])
+def test_doubled_slashes_are_served_not_redirected(client, auth, upstream, path):
+    upstream.get(SEARCH_URL, json=load_data("cf_models_search_page1.json"))
+    rv = client.get(path, headers=auth)
+    assert rv.status_code == 200
+    assert rv.json["object"] == "list"
