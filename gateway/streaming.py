@@ -17,6 +17,7 @@ import time
 
 import requests
 import urllib3
+from gevent import monkey
 
 from gateway import metrics
 from gateway.errors import UpstreamError, UpstreamTimeoutError, error_body
@@ -86,14 +87,32 @@ def close_quietly(response):
         pass
 
 
+class ClientGone(Exception):
+    """The client closed its connection while the upstream was silent."""
+
+
+# The real poll, even under gevent: it has no FD_SETSIZE limit (select() fails for
+# descriptors >= 1024) and with a zero timeout it never blocks the hub.
+_poll = monkey.get_original("select", "poll")
+
+
 def client_gone(sock):
     """Whether the client closed its connection (readable with nothing to read)."""
     if sock is None:
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        poller = _poll()
+        poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+        events = poller.poll(0)
     except (OSError, ValueError):
+        return False  # cannot tell: the next write will
+    if not events:
+        return False
+    if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+        return True
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
         return True
 
 
@@ -110,7 +129,7 @@ def _events(reader, heartbeat, deadline, client_socket):
             item = reader.get(wait)
         except queue.Empty:
             if client_gone(client_socket):
-                return
+                raise ClientGone()
             if time.monotonic() - last_activity >= heartbeat:
                 last_activity = time.monotonic()
                 yield None
@@ -154,6 +173,8 @@ def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_so
         tail = b"".join(map(encode, translator.finish())) + DONE
         stats.usage(translator.usage)
         yield tail
+    except ClientGone:
+        log.info("client went away mid-stream")
     except StreamFault as fault:
         log.warning("upstream stream failed: %s", fault.error.message)
         yield encode(error_body(fault.error))

@@ -1,5 +1,7 @@
 """The stream translator and relay: Workers AI SSE in, OpenAI chunks out."""
 import json
+import os
+import socket
 
 import pytest
 from hypothesis import given, settings
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 
 from gateway.sse import SSEDecoder
 from gateway.stream_translate import StreamFault, StreamTranslator
-from gateway.streaming import relay
+from gateway.streaming import client_gone, relay
 from tests.openai_spec import validate_chat_chunk, validate_completion_chunk, validate_error
 
 CLASSIC = (
@@ -215,3 +217,36 @@ def test_any_cuts_give_the_same_output(data):
     cuts = sorted(data.draw(st.sets(st.integers(1, len(source) - 1), max_size=40)))
     pieces = [source[a:b] for a, b in zip([0, *cuts], [*cuts, len(source)])]
     assert run(pieces) == run([source])
+
+
+def _high_fd_socket(sock, fd=1500):
+    """The same connection under a descriptor number select() cannot handle."""
+    import resource
+    import socket as socket_module
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= fd:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    os.dup2(sock.fileno(), fd)
+    return socket_module.socket(fileno=fd)
+
+
+@pytest.mark.parametrize("high_fd", [pytest.param(False, id="low-fd"),
+                                     pytest.param(True, id="fd-over-1024")])
+def test_client_gone_tells_a_live_client_from_a_closed_one(high_fd):
+    server_side, client_side = socket.socketpair()
+    probe = _high_fd_socket(server_side) if high_fd else server_side
+    try:
+        assert not client_gone(probe)
+        client_side.sendall(b"GET / HTTP/1.1\r\n")  # pipelined bytes are not a hang-up
+        assert not client_gone(probe)
+        client_side.close()
+        probe.recv(100)
+        assert client_gone(probe)
+    finally:
+        probe.close()
+        if high_fd:
+            server_side.close()
+
+
+def test_client_gone_without_a_socket_is_false():
+    assert client_gone(None) is False
