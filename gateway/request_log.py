@@ -6,12 +6,12 @@ on the way: time to first byte and first token, tokens, upstream status, Cloudfl
 error code, and which account served it (its position in the pool, never its id).
 Keys appear only as a short hash label; prompts are never logged.
 """
-import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
+import orjson
 from flask import g, request
 
 log = logging.getLogger("gateway.request")
@@ -68,7 +68,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):
@@ -112,7 +112,7 @@ def finish_request(response):
 
 
 def _write(base, stats):
-    fields = {**base, "duration_ms": stats.elapsed_ms(), **asdict(stats)}
+    fields = {**base, "duration_ms": stats.elapsed_ms(), **vars(stats)}
     del fields["started"]
     model_label = fields.pop("model_label")
     if not stats.stream:
