@@ -3,6 +3,8 @@
 Every body, chunk and error is also read raw and checked against OpenAI's published
 schemas, since the SDK is lenient about extra or missing fields.
 """
+import json
+
 import openai
 import pytest
 import requests
@@ -216,18 +218,33 @@ def test_nothing_unknown_is_forwarded(fake, http):
     assert sent.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
+def _served_chat_requests(base_url):
+    """Sum of gateway_requests_total for 200 chat answers, over every worker's samples."""
+    text = requests.get(f"{base_url}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("gateway_requests_total{") and 'route="/v1/chat/completions"' in line \
+                and 'status="200"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def test_metrics_merge_workers_and_logs_are_json(gateway, http):
-    for _ in range(6):
-        chat(http, model=CLASSIC, messages=[{"role": "user", "content": "count me"}])
+    before = _served_chat_requests(gateway[0])
+    for _ in range(12):  # new connections each time: both workers get some
+        requests.post(f"{http.base}/chat/completions", headers=http.headers, timeout=10,
+                      json={"model": CLASSIC, "messages": [{"role": "user", "content": "count me"}]})
+    assert _served_chat_requests(gateway[0]) - before == 12
     text = requests.get(f"{gateway[0]}/metrics", timeout=5).text
-    assert "gateway_requests_total" in text and 'route="/v1/chat/completions"' in text
-    assert "gateway_tokens_total" in text
+    assert "gateway_tokens_total" in text and "gateway_open_streams" in text
     lines = [line for line in gateway[1].read_text().splitlines() if line.startswith("{")]
-    import json
     records = [json.loads(line) for line in lines]
     served = [r for r in records if r.get("path") == "/v1/chat/completions" and r["status"] == 200]
-    assert served and served[-1]["model"] == CLASSIC and served[-1]["account"] == 0
-    assert served[-1]["completion_tokens"] == 3 and served[-1]["request_id"]
+    assert len({r["request_id"] for r in served}) == len(served)
+    assert served[-1]["model"] == CLASSIC and served[-1]["account"] == 0
+    assert served[-1]["completion_tokens"] == 3 and served[-1]["key"] and KEY not in lines[-1]
+    streams = [r for r in records if r.get("stream") and r["status"] == 200]
+    assert streams and streams[-1]["ttfb_ms"] is not None and streams[-1]["ttft_ms"] is not None
 
 
 def test_readyz_and_healthz_need_no_key(gateway):
