@@ -36,6 +36,20 @@ class TestConfig(Config):
     MODELS_CACHE_TTL = 300
 
 
+class NoRetries(TestConfig):
+    """One upstream attempt per request: tests of error mapping need no back-off."""
+
+    UPSTREAM_RETRIES = 0
+
+
+class NoAccount(TestConfig):
+    """No Cloudflare credentials at all."""
+
+    CLOUDFLARE_ACCOUNT_ID = ""
+    CLOUDFLARE_API_TOKEN = ""
+    CLOUDFLARE_ACCOUNTS = []
+
+
 def load_data(name):
     """A canned upstream body from tests/data (parsed when it is JSON)."""
     text = (DATA / name).read_text(encoding="utf-8")

@@ -10,17 +10,13 @@ import pytest
 import responses
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import KEY, MODEL, RUN_URL, SEARCH_URL, TestConfig, cf_ok, load_data
+from tests.conftest import KEY, MODEL, NoRetries, RUN_URL, SEARCH_URL, TestConfig, cf_ok, load_data
 from tests.openai_spec import validate_error
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}]}
 OK = load_data("cf_chat_classic_ok.json")
 METRICS_TOKEN = "metrics-scrape-token-81f"
-
-
-class NoRetries(TestConfig):
-    UPSTREAM_RETRIES = 0
 
 
 class Guarded(TestConfig):

@@ -12,7 +12,8 @@ import pytest
 import requests
 import responses
 
-from tests.conftest import KEY, MODEL, RUN_URL, SEARCH_URL, TestConfig, cf_ok, load_data
+from tests.conftest import (KEY, MODEL, NoAccount, NoRetries, RUN_URL, SEARCH_URL, TestConfig,
+                            cf_ok, load_data)
 from tests.openai_spec import validate_error, validate_model, validate_models_list
 
 CATALOGUE = load_data("workers_ai_catalogue.json")
@@ -32,16 +33,6 @@ class WithUnknown(TestConfig):
 
 class NoKeys(TestConfig):
     API_KEYS = []
-
-
-class NoAccount(TestConfig):
-    CLOUDFLARE_ACCOUNT_ID = ""
-    CLOUDFLARE_API_TOKEN = ""
-    CLOUDFLARE_ACCOUNTS = []
-
-
-class NoRetries(TestConfig):
-    UPSTREAM_RETRIES = 0
 
 
 def serve_catalogue(mock, per_page_cap=20):

@@ -15,7 +15,8 @@ import responses
 from gateway import create_app
 from gateway.auth import key_label
 from gateway.request_log import JsonFormatter
-from tests.conftest import ACCOUNT, API_BASE, KEY, MODEL, RUN_URL, TOKEN, TestConfig, load_data
+from tests.conftest import (ACCOUNT, API_BASE, KEY, MODEL, NoRetries, RUN_URL, TOKEN, TestConfig,
+                            load_data)
 from tests.openai_spec import validate_error
 
 CHAT = "/v1/chat/completions"
@@ -29,10 +30,6 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 class TwoAccounts(TestConfig):
     CLOUDFLARE_ACCOUNTS = [("acct-one-id", "tok-one-secret"), ("acct-two-id", "tok-two-secret")]
-
-
-class NoRetries(TestConfig):
-    UPSTREAM_RETRIES = 0
 
 
 class TextFormat(TestConfig):

@@ -14,8 +14,8 @@ import responses
 
 from gateway import create_app
 from gateway.errors import APIError
-from tests.conftest import (ACCOUNT, API_BASE, KEY, MODEL, RUN_URL, SEARCH_URL, TOKEN, TestConfig,
-                            cf_ok, load_data)
+from tests.conftest import (ACCOUNT, API_BASE, KEY, MODEL, RUN_URL, SEARCH_URL, TOKEN, NoAccount,
+                            NoRetries, TestConfig, cf_ok, load_data)
 from tests.openai_spec import validate_error
 
 CHAT = "/v1/chat/completions"
@@ -35,16 +35,6 @@ class TwoAccounts(TestConfig):
     CLOUDFLARE_ACCOUNT_ID = ""
     CLOUDFLARE_API_TOKEN = ""
     CLOUDFLARE_ACCOUNTS = [(A1, T1), (A2, T2)]
-
-
-class NoAccount(TestConfig):
-    CLOUDFLARE_ACCOUNT_ID = ""
-    CLOUDFLARE_API_TOKEN = ""
-    CLOUDFLARE_ACCOUNTS = []
-
-
-class NoRetries(TestConfig):
-    UPSTREAM_RETRIES = 0
 
 
 class LowRetryAfterCap(TestConfig):
