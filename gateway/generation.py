@@ -114,10 +114,13 @@ def generate(kind, schema, build_payload, build_response):
         if not _readable(answer.body):  # e.g. GPT-OSS: no stream on /ai/run, an empty result
             answer = upstream.run(data["model"], {**payload, "stream": False})
         reply = _reply_of(answer, stats)
+        stats.first_byte()
+        stats.first_token()
         return Response(replay(reply, translator), mimetype="text/event-stream",
                         headers=STREAM_HEADERS)
     _note_account(answer, stats)
     stream = relay(answer.stream, translator, heartbeat=config["STREAM_HEARTBEAT"],
+                   idle_timeout=config["UPSTREAM_READ_TIMEOUT"],
                    max_duration=config["STREAM_MAX_DURATION"],
                    client_socket=request.environ.get("gunicorn.socket"), stats=stats)
     return Response(stream_with_context(stream), mimetype="text/event-stream",

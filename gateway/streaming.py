@@ -1,22 +1,21 @@
 """Relay a Workers AI SSE stream to the client, each event as soon as it arrives.
 
-A reader (a greenlet under gunicorn's gevent worker) pulls upstream bytes into a
-queue, so the relay can wait with a timeout: while Cloudflare is silent the client
-gets `: keep-alive` comments (nginx and browsers cut silent streams), the stream's
-total duration is capped (a read timeout is not a deadline), and a client that went
-away is noticed within about a second even when nothing is being written. Any fault
-after the first byte becomes exactly one `data: {"error": ...}` event, and the
-upstream response is always closed, also when the client goes away (GeneratorExit).
+The relaying greenlet reads the upstream body itself, one read at a time with a
+timeout (`gateway.upstream_body`), so between reads it can send the client
+`: keep-alive` comments while Cloudflare is silent (nginx and browsers cut silent
+streams), enforce the idle timeout and the stream's total duration (a read timeout is
+not a deadline), and notice within about a second a client that went away even when
+nothing is being written. Any fault after the first byte becomes exactly one
+`data: {"error": ...}` event, and the upstream connection is always released: back to
+the pool after a complete body, closed otherwise (also when the client goes away and
+the server closes this generator).
 """
 import logging
-import queue
 import select
 import socket
-import threading
 import time
 
 import requests
-import gevent
 import urllib3
 from gevent import monkey
 
@@ -25,81 +24,13 @@ from gateway.errors import UpstreamError, UpstreamTimeoutError, error_body
 from gateway.request_log import RequestStats
 from gateway.sse import DONE, KEEP_ALIVE, SSEDecoder, SSEFormatError, encode
 from gateway.stream_translate import StreamFault, malformed_event
+from gateway.upstream_body import BodyFormatError, open_body
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
 POLL_INTERVAL = 1.0  # seconds between client-liveness checks while upstream is silent
+DRAIN_TIMEOUT = 1.0  # seconds to read the body's end after [DONE], to reuse the connection
 NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
-DRAIN_TIMEOUT = 1.0  # seconds the reader gets to finish the body or let go of it
-_EOF = object()
-
-
-def _spawn(target):
-    """Run `target` concurrently: a bare greenlet under gevent (a patched Thread costs several
-    times more to start), a daemon thread elsewhere (unit tests)."""
-    if monkey.is_module_patched("threading"):
-        return gevent.spawn(target)
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
-
-
-def _alive(worker):
-    """Whether a reader greenlet or thread is still running."""
-    return worker.is_alive() if isinstance(worker, threading.Thread) else not worker.dead
-
-
-class UpstreamReader:
-    """Reads the upstream body in its own greenlet so the relay can wait with a timeout."""
-
-    def __init__(self, response):
-        self.response = response
-        self.inbox = queue.SimpleQueue()
-        self.thread = _spawn(self._pump)
-
-    def _pump(self):
-        """Upstream bytes into the inbox as they arrive, then _EOF or the exception."""
-        try:
-            raw = self.response.raw
-            while True:
-                data = raw.read1(READ_SIZE, decode_content=True)
-                if not data:
-                    break
-                self.inbox.put(data)
-            self.inbox.put(_EOF)
-        except BaseException as exc:  # noqa: BLE001 - handed to the relay, which decides
-            self.inbox.put(exc)
-
-    def get(self, timeout):
-        """The next item (bytes, _EOF or an exception); queue.Empty after `timeout` seconds."""
-        return self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
-
-    def close(self, finished):
-        """Stop reading and close the response.
-
-        After a complete stream the reader is given a moment to read the body's end, so
-        urllib3 returns the connection to the pool for the next request (keep-alive to
-        Cloudflare). Otherwise the socket is shut down to wake the reader at once, and
-        the response is closed only after the reader let go of it.
-        """
-        if finished:
-            self.thread.join(DRAIN_TIMEOUT)
-        if _alive(self.thread):
-            try:
-                self.response.raw.shutdown()
-            except (AttributeError, ValueError, RuntimeError, OSError):
-                pass
-            self.thread.join(DRAIN_TIMEOUT)
-        close_quietly(self.response)
-
-
-def close_quietly(response):
-    """Close an upstream response; a reader stuck inside it must not make this raise."""
-    try:
-        response.close()
-    except (RuntimeError, OSError):
-        pass
 
 
 class ClientGone(Exception):
@@ -131,54 +62,77 @@ def client_gone(sock):
         return True
 
 
-def _events(reader, heartbeat, deadline, client_socket):
-    """Upstream byte chunks, with None meaning "send a heartbeat now"."""
-    last_activity = time.monotonic()
-    while True:
+class Clock:
+    """The stream's deadlines: heartbeat, idle timeout and total duration."""
+
+    def __init__(self, heartbeat, idle_timeout, max_duration):
         now = time.monotonic()
-        if now >= deadline:
-            raise StreamFault(UpstreamTimeoutError("The stream reached the gateway's maximum "
-                                                   "duration (STREAM_MAX_DURATION)."))
-        wait = min(POLL_INTERVAL, deadline - now, max(0.0, last_activity + heartbeat - now))
+        self.heartbeat, self.idle_timeout = heartbeat, idle_timeout
+        self.deadline = now + max_duration
+        self.last_data = self.last_sent = now
+
+    def wait(self):
+        """How long the next read may wait before something is due."""
+        now = time.monotonic()
+        return max(0.0, min(POLL_INTERVAL, self.deadline - now,
+                            self.last_sent + self.heartbeat - now,
+                            self.last_data + self.idle_timeout - now))
+
+    def check(self):
+        """Raise a StreamFault when the stream ran too long or upstream went silent too long."""
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise StreamFault(UpstreamTimeoutError(
+                "The stream reached the gateway's maximum duration (STREAM_MAX_DURATION)."))
+        if now - self.last_data >= self.idle_timeout:
+            raise StreamFault(UpstreamTimeoutError("Workers AI went silent mid-stream."))
+
+    def heartbeat_due(self):
+        return time.monotonic() - self.last_sent >= self.heartbeat
+
+
+def _chunks(body, clock, client_socket):
+    """Upstream body bytes as they arrive, with None meaning "send a heartbeat now"."""
+    while not body.complete:
+        clock.check()
         try:
-            item = reader.get(wait)
-        except queue.Empty:
+            data = body.read(clock.wait())
+        except (socket.timeout, TimeoutError):
+            clock.check()
             if client_gone(client_socket):
-                raise ClientGone()
-            if time.monotonic() - last_activity >= heartbeat:
-                last_activity = time.monotonic()
+                raise ClientGone() from None
+            if clock.heartbeat_due():
+                clock.last_sent = time.monotonic()
                 yield None
             continue
-        if item is _EOF:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        last_activity = time.monotonic()
-        yield item
+        if data:
+            clock.last_data = clock.last_sent = time.monotonic()
+            yield data
 
 
-def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_socket=None,
-          stats=None):
+def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_duration=540.0,
+          client_socket=None, stats=None):
     """The client's SSE bytes for an open upstream stream response."""
     decoder = SSEDecoder()
-    deadline = time.monotonic() + max_duration
+    clock = Clock(heartbeat, idle_timeout, max_duration)
     stats = stats or RequestStats(started=time.perf_counter())
-    reader = None
+    body = None
     metrics.OPEN_STREAMS.inc()
     try:
         stats.first_byte()
         yield b"".join(map(encode, translator.start()))
-        reader = UpstreamReader(response)
-        for data in _events(reader, heartbeat, deadline, client_socket):
+        body = open_body(response)
+        for data in _chunks(body, clock, client_socket):
             if data is None:
                 yield KEEP_ALIVE
                 continue
-            out = [encode(chunk) for payload in decoder.feed(data)
-                   for chunk in translator.feed(payload)]
+            out, fault = _translate(decoder.feed(data), translator)
             if out:
                 if stats.ttft_ms is None and translator.tokens_seen:
                     stats.first_token()
-                yield b"".join(out)
+                yield out
+            if fault is not None:
+                raise fault
             if translator.done:
                 break
         if not translator.done:
@@ -193,7 +147,7 @@ def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_so
     except StreamFault as fault:
         log.warning("upstream stream failed: %s", fault.error.message)
         yield encode(error_body(fault.error))
-    except SSEFormatError:
+    except (SSEFormatError, BodyFormatError):
         yield encode(error_body(malformed_event().error))
     except (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
         log.warning("upstream stream went silent past the read timeout")
@@ -203,10 +157,32 @@ def relay(response, translator, *, heartbeat=15.0, max_duration=540.0, client_so
         yield encode(error_body(UpstreamError("The connection to Workers AI broke mid-stream.")))
     finally:
         metrics.OPEN_STREAMS.dec()
-        if reader is None:
-            close_quietly(response)
+        _release(body, response, translator.done)
+
+
+def _translate(payloads, translator):
+    """The client bytes for a batch of upstream payloads, and the fault that cut it short.
+
+    One read can carry several events; those before a broken one still go out.
+    """
+    out = []
+    try:
+        for payload in payloads:
+            out.extend(map(encode, translator.feed(payload)))
+    except StreamFault as fault:
+        return b"".join(out), fault
+    return b"".join(out), None
+
+
+def _release(body, response, finished):
+    """Give the upstream connection back (complete body) or close it, whatever happened."""
+    try:
+        if body is None:
+            response.close()
         else:
-            reader.close(finished=translator.done)
+            body.release(finished, DRAIN_TIMEOUT)
+    except (OSError, RuntimeError):
+        pass
 
 
 def replay(reply, translator):

@@ -804,7 +804,8 @@ def test_stream_max_duration_ends_with_an_error_event(fake, timeouts):
     assert error["code"] == "timeout", error
     assert text_of(events).startswith("t0 t1")
     expect_sdk_stream_error(lambda: timeouts.sdk_stream(content))
-    assert fake.wait_for(lambda f: f.streams_aborted == 2, timeout=5)
+    # >= : a stall from an earlier test may still be noticed as aborted by the fake meanwhile
+    assert fake.wait_for(lambda f: f.streams_aborted >= 2, timeout=5)
     assert fake.streams_completed == 0
 
 

@@ -55,6 +55,10 @@ class FakeRaw:
 
 
 class FakeResponse:
+    """A streamed response without a socket: relay falls back to urllib3-style reads."""
+
+    headers = {"Content-Type": "text/event-stream"}
+
     def __init__(self, pieces, error=None):
         self.raw = FakeRaw(pieces, error)
         self.closed = False
@@ -250,3 +254,9 @@ def test_client_gone_tells_a_live_client_from_a_closed_one(high_fd):
 
 def test_client_gone_without_a_socket_is_false():
     assert client_gone(None) is False
+
+
+def test_events_before_a_broken_one_in_the_same_read_still_go_out():
+    head = CLASSIC[: CLASSIC.index(b'data: {"tool_calls"')]
+    chunks = events(run([head + b"data: {broken\n\n" + CLASSIC]))
+    assert content_of(chunks[:-1]) == "Héllo wörld 😀" and "error" in chunks[-1]
