@@ -57,3 +57,11 @@ def when_ready(server):
         server.log.warning("No Cloudflare credentials: set CLOUDFLARE_ACCOUNT_ID and "
                            "CLOUDFLARE_API_TOKEN (or CLOUDFLARE_ACCOUNTS) in .env or the "
                            "environment. Until then requests that need Cloudflare get 503.")
+
+
+def post_worker_init(worker):
+    """Move the loaded app out of the garbage collector's way: fewer objects to scan on
+    every collection of a busy worker (about 3% of its CPU in bench/ profiles)."""
+    import gc
+
+    gc.freeze()
