@@ -9,6 +9,7 @@ After a complete body the connection goes back to the pool (keep-alive to Cloudf
 Responses without a real socket (test doubles, compressed bodies) use `ResponseBody`.
 """
 import ssl
+import time
 
 READ_SIZE = 65536
 MAX_SIZE_LINE = 1024
@@ -127,9 +128,11 @@ class SocketBody:
     def release(self, finished, drain_timeout):
         """Return the connection to the pool after a complete body, else close it."""
         if finished and not self.complete:
+            # After [DONE] only the body's last chunk is due; it usually came with it.
+            give_up = time.monotonic() + drain_timeout
             try:
-                while not self.complete and self.read(drain_timeout):
-                    pass
+                while not self.complete and time.monotonic() < give_up:
+                    self.read(give_up - time.monotonic())
             except (OSError, BodyFormatError):
                 pass
         if self.complete and not self.http.will_close:
