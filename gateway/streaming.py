@@ -58,6 +58,8 @@ def client_gone(sock):
         return True
     try:
         return sock.recv(1, socket.MSG_PEEK) == b""
+    except ValueError:
+        return False  # a TLS socket (gunicorn's certfile) cannot peek: the next write will tell
     except OSError:
         return True
 

@@ -260,3 +260,26 @@ def test_events_before_a_broken_one_in_the_same_read_still_go_out():
     head = CLASSIC[: CLASSIC.index(b'data: {"tool_calls"')]
     chunks = events(run([head + b"data: {broken\n\n" + CLASSIC]))
     assert content_of(chunks[:-1]) == "Héllo wörld 😀" and "error" in chunks[-1]
+
+
+def test_client_gone_cannot_peek_a_tls_socket_and_says_no():
+    """gunicorn serving TLS itself hands the app an SSLSocket, which refuses MSG_PEEK."""
+    class TLSLike:
+        def __init__(self, sock):
+            self.sock = sock
+
+        def fileno(self):
+            return self.sock.fileno()
+
+        def recv(self, size, flags=0):
+            if flags:
+                raise ValueError("non-zero flags not allowed in calls to recv()")
+            return self.sock.recv(size)
+
+    server_side, client_side = socket.socketpair()
+    try:
+        client_side.sendall(b"x")
+        assert client_gone(TLSLike(server_side)) is False
+    finally:
+        server_side.close()
+        client_side.close()
