@@ -60,6 +60,8 @@ class Config:
     MODELS_CACHE_TTL = float(_env("MODELS_CACHE_TTL", "300"))
     # Largest request body in bytes (Flask answers 413 above it).
     MAX_CONTENT_LENGTH = int(_env("MAX_BODY_BYTES", str(1024 * 1024)))
+    # CA bundle (file or folder) to verify Cloudflare's certificate; empty: certifi's bundle.
+    UPSTREAM_CA_BUNDLE = os.environ.get("UPSTREAM_CA_BUNDLE", "")
     # Seconds to wait for a TCP connection to Cloudflare.
     UPSTREAM_CONNECT_TIMEOUT = float(_env("UPSTREAM_CONNECT_TIMEOUT", "5"))
     # Seconds of upstream silence tolerated between two bytes.

@@ -47,6 +47,7 @@ class UpstreamClient:
         self.pool = AccountPool(config["CLOUDFLARE_ACCOUNTS"], config["ACCOUNT_COOLDOWN"])
         self.timeout = urllib3.Timeout(connect=config["UPSTREAM_CONNECT_TIMEOUT"],
                                        read=config["UPSTREAM_READ_TIMEOUT"])
+        self.verify = config["UPSTREAM_CA_BUNDLE"] or True
         self.retries = config["UPSTREAM_RETRIES"]
         self.retry_after_cap = config["UPSTREAM_RETRY_AFTER_CAP"]
         self.session = requests.Session()
@@ -78,7 +79,8 @@ class UpstreamClient:
             # Straight to the pooled adapter: Session.request would re-parse the URL, merge
             # environment settings and run hooks on every call, a seventh of a worker's CPU
             # under load (bench/), for nothing this client uses. Redirects are not followed.
-            return self.adapter.send(request, stream=stream, timeout=self.timeout)
+            return self.adapter.send(request, stream=stream, timeout=self.timeout,
+                                     verify=self.verify)
         except requests.ConnectTimeout:
             log.warning("connecting to Cloudflare timed out")
             raise UpstreamTimeoutError("Could not connect to Workers AI in time.",

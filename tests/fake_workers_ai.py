@@ -37,6 +37,7 @@ import random
 import re
 import select
 import socket
+import ssl
 import string
 import struct
 import sys
@@ -518,6 +519,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False
+        except ValueError:
+            return False  # TLS sockets cannot peek: the next write tells
         except OSError:
             return True
 
@@ -777,13 +780,14 @@ class FakeWorkersAI:
     """
 
     def __init__(self, accounts=None, models=None, openai_shaped=None, host="127.0.0.1",
-                 port=0):
+                 port=0, tls=None):
         self.accounts = dict(accounts or {"acct-1": "tok-1"})
         self.models = list(models if models is not None else DEFAULT_CATALOGUE)
         self.openai_shaped = set(OPENAI_SHAPED_MODELS if openai_shaped is None
                                  else openai_shaped)
         self._by_name = {m["name"]: m for m in self.models}
         self._address = (host, port)
+        self._tls = tls  # (certfile, keyfile): serve HTTPS, as Cloudflare does
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._sockets: set = set()
@@ -800,6 +804,10 @@ class FakeWorkersAI:
         """Bind the port and serve in a background thread."""
         self._stopping.clear()
         self._server = _Server(self._address, self)
+        if self._tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self._tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05},
                                         name="fake-workers-ai", daemon=True)
@@ -837,7 +845,8 @@ class FakeWorkersAI:
     def base_url(self) -> str:
         """What CLOUDFLARE_API_BASE should be set to."""
         host = self._address[0] if self._address[0] not in ("", "0.0.0.0") else "127.0.0.1"
-        return f"http://{host}:{self.port}/client/v4"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://{host}:{self.port}/client/v4"
 
     # -- test controls -----------------------------------------------------------------------
 
