@@ -61,7 +61,9 @@ class TextContent(fields.Field):
             if not isinstance(part, dict):
                 raise ValidationError({index: ["Must be an object."]})
             if part.get("type") != "text":
-                raise ValidationError({index: {"type": [f"Only 'text' content parts are supported, not {part.get('type')!r}."]}})
+                kind = part.get("type")
+                raise ValidationError(
+                    {index: {"type": [f"Only 'text' content parts are supported, not {kind!r}."]}})
             if not isinstance(part.get("text"), str):
                 raise ValidationError({index: {"text": ["Must be a string."]}})
             texts.append(part["text"])
@@ -121,7 +123,8 @@ class GenerationRequest(Schema):
         unknown = EXCLUDE
 
     model = StrictString(required=True, validate=validate.Regexp(
-        MODEL_NAME, error="Must be a Workers AI model name such as @cf/meta/llama-3.1-8b-instruct."))
+        MODEL_NAME,
+        error="Must be a Workers AI model name such as @cf/meta/llama-3.1-8b-instruct."))
     stream = StrictBoolean(load_default=False)
     stream_options = fields.Nested(StreamOptions)
     max_tokens = StrictInteger(validate=validate.Range(min=1))
@@ -192,7 +195,8 @@ class CompletionRequest(GenerationRequest):
             data = {**data, "prompt": prompt[0]}
             prompt = prompt[0]
         if prompt is not None and not (isinstance(prompt, str) and prompt):
-            raise ValidationError({"prompt": ["Must be a non-empty string or a list holding one string."]})
+            raise ValidationError(
+                {"prompt": ["Must be a non-empty string or a list holding one string."]})
         return data
 
 

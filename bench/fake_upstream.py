@@ -341,7 +341,7 @@ async def serve(host, port, stats_interval):
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), stats_interval or None)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             print(f"requests={Stats.requests} connections={Stats.connections} "
                   f"streams_open={Stats.streams_open} streams_peak={Stats.streams_peak}",
                   file=sys.stderr, flush=True)

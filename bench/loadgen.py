@@ -390,7 +390,7 @@ class Run:
             try:
                 if conn is None or conn.lost:
                     conn = await self.connect()
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self.failures[f"connect: {type(exc).__name__}"] += 1
                 conn = None
                 await asyncio.sleep(0.05)
@@ -402,7 +402,7 @@ class Run:
             conn.transport.write(self.request_bytes(seed))
             try:
                 await asyncio.wait_for(future, args.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.failures["timeout"] += 1
                 conn.close()
                 conn = None

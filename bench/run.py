@@ -338,7 +338,7 @@ def wait_load(process, out_path, timeout):
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        raise SystemExit("the load generator overran its hard time limit")
+        raise SystemExit("the load generator overran its hard time limit") from None
     if process.returncode != 0:
         raise SystemExit(f"the load generator failed with {process.returncode}")
     return json.loads(out_path.read_text())
@@ -743,7 +743,8 @@ def main(argv=None):
                     gateway = ctx["gateway"]
                     one_round(ctx, warm, "gateway", 1.5, 0, 10_000_000)
                     if attempt == 2:
-                        raise SystemExit(f"the gateway died twice during {scenario.key}")
+                        raise SystemExit(
+                            f"the gateway died twice during {scenario.key}") from None
             summary["scenarios"].append({
                 "key": scenario.key, "title": scenario.title, "stream": scenario.stream,
                 "clients": scenario.clients, "duration": duration,

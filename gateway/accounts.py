@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from gateway.errors import QuotaExceededError, ServiceUnavailableError
 
@@ -32,8 +32,8 @@ class Account:
 
 def next_utc_midnight(now):
     """Unix time of the next 00:00 UTC, when Workers AI allocations reset."""
-    today = datetime.fromtimestamp(now, timezone.utc).date()
-    midnight = datetime.combine(today + timedelta(days=1), datetime.min.time(), timezone.utc)
+    today = datetime.fromtimestamp(now, UTC).date()
+    midnight = datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC)
     return midnight.timestamp()
 
 

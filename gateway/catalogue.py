@@ -9,7 +9,7 @@ the previous list.
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from gateway.errors import APIError, NotFoundError
 
@@ -39,7 +39,7 @@ def _created(record):
     except (KeyError, ValueError):
         return 0
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
 
 

@@ -83,7 +83,8 @@ def _map(status, body, model, headers, secrets):
     retry_after = (headers or {}).get("Retry-After")
     extra = {"Retry-After": retry_after} if retry_after else {}
     if code == TOKEN_REFUSED or status in (401, 403):
-        detail = f" Cloudflare said: {cf_message}" if code not in (None, TOKEN_REFUSED) and cf_message else ""
+        specific = code not in (None, TOKEN_REFUSED) and cf_message
+        detail = f" Cloudflare said: {cf_message}" if specific else ""
         return UpstreamError(
             "Cloudflare refused the gateway's own Workers AI credentials (CLOUDFLARE_API_TOKEN "
             "or its account); your API key was accepted. The gateway operator must fix the token "
@@ -106,7 +107,8 @@ def _map(status, body, model, headers, secrets):
         return RateLimitError("Workers AI rate limit reached; please slow down and retry.",
                               headers=extra)
     if 300 <= status < 400:
-        return UpstreamError("Cloudflare answered with a redirect, which the gateway does not follow.")
+        return UpstreamError(
+            "Cloudflare answered with a redirect, which the gateway does not follow.")
     if 400 <= status < 500 and (code is not None or cf_message):
         return InvalidRequestError(cf_message or "Workers AI refused the request.",
                                    code=f"cloudflare_{code}" if code else None)

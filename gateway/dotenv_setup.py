@@ -28,7 +28,8 @@ def main():
     """Create .env when missing and show its key once."""
     key = create_env()
     if key:
-        print("Created .env with a new client API key (shown only now, keep it safe):", file=sys.stderr)
+        print("Created .env with a new client API key (shown only now, keep it safe):",
+              file=sys.stderr)
         print(f"    {key}", file=sys.stderr)
         print("Add CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN to .env to reach Workers AI.",
               file=sys.stderr)

@@ -12,7 +12,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 
 REQUESTS = Counter("gateway_requests_total", "Requests answered", ["route", "status", "model"])
 DURATION = Histogram("gateway_request_duration_seconds", "Whole request time (streams: to the end)",
-                     ["route"], buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+                     ["route"],
+                     buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 TTFT = Histogram("gateway_time_to_first_token_seconds", "Time to the first streamed token",
                  ["model"], buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
 TOKENS = Counter("gateway_tokens_total", "Tokens reported by Cloudflare", ["direction", "model"])

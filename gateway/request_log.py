@@ -61,8 +61,11 @@ def current_stats():
 class JsonFormatter(logging.Formatter):
     """Log records as one JSON object per line; `extra={"fields": {...}}` is merged in."""
 
+    converter = time.gmtime  # the time field says Z: UTC whatever the machine's zone
+
     def format(self, record):
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z"
+        entry = {"time": stamp,
                  "level": record.levelname.lower(), "logger": record.name,
                  "message": record.getMessage()}
         entry.update(getattr(record, "fields", {}))

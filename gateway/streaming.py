@@ -99,7 +99,7 @@ def _chunks(body, clock, client_socket):
         clock.check()
         try:
             data = body.read(clock.wait())
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             clock.check()
             if client_gone(client_socket):
                 raise ClientGone() from None

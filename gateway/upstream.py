@@ -90,7 +90,8 @@ class UpstreamClient:
             raise UpstreamTimeoutError("Workers AI did not answer in time.") from None
         except requests.RequestException as exc:
             log.warning("Cloudflare unreachable: %s", type(exc).__name__)
-            raise UpstreamError("Could not reach Workers AI.", code="upstream_unreachable") from None
+            raise UpstreamError("Could not reach Workers AI.",
+                                code="upstream_unreachable") from None
 
     def check(self, response, model=None):
         """Raise the mapped error unless `response` is a 2xx (closes it when raising)."""
@@ -197,7 +198,7 @@ class UpstreamClient:
         records = []
         for page in range(1, CATALOGUE_MAX_PAGES + 1):
             params = {"task": task, "page": page, "per_page": CATALOGUE_PAGE_SIZE}
-            body, _ = self.call(lambda account: self._search_page(account, params))
+            body, _ = self.call(lambda account, query=params: self._search_page(account, query))
             result = body.get("result") if isinstance(body, dict) else None
             if not isinstance(result, list):
                 raise UpstreamError("Workers AI answered the model search with an unreadable body.")

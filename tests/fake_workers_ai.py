@@ -46,7 +46,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 # --------------------------------------------------------------------------------------------
@@ -434,7 +435,7 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 2048
 
-    def __init__(self, address, fake: "FakeWorkersAI"):
+    def __init__(self, address, fake: FakeWorkersAI):
         self.fake = fake
         super().__init__(address, _Handler)
 
@@ -800,7 +801,7 @@ class FakeWorkersAI:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> "FakeWorkersAI":
+    def start(self) -> FakeWorkersAI:
         """Bind the port and serve in a background thread."""
         self._stopping.clear()
         self._server = _Server(self._address, self)
@@ -866,7 +867,7 @@ class FakeWorkersAI:
         with self._lock:
             self._faults.append(Fault(kind, times, account, model, opts))
 
-    def wait_for(self, predicate: Callable[["FakeWorkersAI"], bool], timeout=10.0) -> bool:
+    def wait_for(self, predicate: Callable[[FakeWorkersAI], bool], timeout=10.0) -> bool:
         """Poll ``predicate(self)`` until it is true or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
         while not predicate(self):

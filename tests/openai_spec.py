@@ -46,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from functools import lru_cache
+from functools import lru_cache, cache
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +238,7 @@ _NullableDraft202012Validator = validators.extend(
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(ref: str, honor_nullable: bool, registry_key: str = ""):
     registry = _registry() if not registry_key else _extra_registries[registry_key]
     cls = _NullableDraft202012Validator if honor_nullable else Draft202012Validator

@@ -6,7 +6,7 @@ import calendar
 import logging
 import threading
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -19,7 +19,7 @@ COOLDOWN = 300.0
 
 def utc(*parts):
     """Unix seconds of a UTC date and time."""
-    return float(calendar.timegm(datetime(*parts, tzinfo=timezone.utc).utctimetuple()))
+    return float(calendar.timegm(datetime(*parts, tzinfo=UTC).utctimetuple()))
 
 
 class Clock:

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import httpx2
@@ -314,8 +314,8 @@ def expect_sdk_stream_error(call):
 
 
 def minutes_to_utc_midnight():
-    now = datetime.now(timezone.utc)
-    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
     return (midnight - now).total_seconds() / 60
 
 
@@ -559,7 +559,7 @@ def test_only_the_configured_host_is_called(fake, shared, stray):
     assert shared.post("/v1/chat/completions", body, headers=headers).status == 200
     assert shared.post("/v1/chat/completions", {**body, "stream": True},
                        headers=headers).status == 200
-    for model in (f"{elsewhere}/x", "//127.0.0.1:%d/x" % stray.port, f"{CLASSIC}/../../../../x"):
+    for model in (f"{elsewhere}/x", f"//127.0.0.1:{stray.port}/x", f"{CLASSIC}/../../../../x"):
         assert shared.post("/v1/chat/completions", {**body, "model": model}).status in (400, 404)
     time.sleep(0.2)
     assert stray.connections == before
