@@ -232,25 +232,31 @@ def test_catalogue_refresh_replaces_list():
     assert len(catalogue.entries()) == 3
 
 
-@pytest.mark.parametrize("method", ["records", "entries"])
-def test_cold_cache_makes_one_upstream_call_for_concurrent_requests(method):
-    stub = StubUpstream(delay=0.2)
-    catalogue = ModelCatalogue(stub, TTL, [])
+def call_together(function, count=20):
+    """Call `function` from `count` threads released at once; (results, APIErrors raised)."""
     results, failures = [], []
-    barrier = threading.Barrier(20)
+    barrier = threading.Barrier(count)
 
     def worker():
         barrier.wait()
         try:
-            results.append(getattr(catalogue, method)())
-        except Exception as exc:  # noqa: BLE001 - reported below
+            results.append(function())
+        except APIError as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(20)]
+    threads = [threading.Thread(target=worker) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(5)
+    return results, failures
+
+
+@pytest.mark.parametrize("method", ["records", "entries"])
+def test_cold_cache_makes_one_upstream_call_for_concurrent_requests(method):
+    stub = StubUpstream(delay=0.2)
+    catalogue = ModelCatalogue(stub, TTL, [])
+    results, failures = call_together(getattr(catalogue, method))
     assert failures == []
     assert len(results) == 20
     assert stub.calls == 1
@@ -259,21 +265,7 @@ def test_cold_cache_makes_one_upstream_call_for_concurrent_requests(method):
 def test_cold_cache_failure_makes_one_upstream_call_for_concurrent_requests():
     stub = StubUpstream(down(), delay=0.2)
     catalogue = ModelCatalogue(stub, TTL, [])
-    failures = []
-    barrier = threading.Barrier(20)
-
-    def worker():
-        barrier.wait()
-        try:
-            catalogue.records()
-        except APIError as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(5)
+    _, failures = call_together(catalogue.records)
     assert len(failures) == 20
     assert all(f.status == 502 for f in failures)
     assert stub.calls == 1

@@ -348,9 +348,8 @@ def test_requests_alternate_accounts(two, upstream):
     assert tokens == [f"Bearer {T1}", f"Bearer {T2}"] * 2
 
 
-def test_quota_on_one_account_fails_over_at_once(two, upstream, sleeps):
-    upstream.add(responses.POST, run_url(A1), status=429, json=load_data("cf_error_3036.json"))
-    upstream.add(responses.POST, run_url(A2), json=OK)
+def assert_served_by_a2_at_once_and_a1_skipped(two, upstream, sleeps):
+    """The first request moves from A1 to A2 without a pause; later ones skip A1."""
     rv = chat(two)
     assert rv.status_code == 200, rv.get_data(as_text=True)
     assert accounts_called(upstream) == [A1, A2]
@@ -358,6 +357,12 @@ def test_quota_on_one_account_fails_over_at_once(two, upstream, sleeps):
     for _ in range(3):
         assert chat(two).status_code == 200
     assert accounts_called(upstream)[2:] == [A2, A2, A2]
+
+
+def test_quota_on_one_account_fails_over_at_once(two, upstream, sleeps):
+    upstream.add(responses.POST, run_url(A1), status=429, json=load_data("cf_error_3036.json"))
+    upstream.add(responses.POST, run_url(A2), json=OK)
+    assert_served_by_a2_at_once_and_a1_skipped(two, upstream, sleeps)
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -365,13 +370,7 @@ def test_refused_token_fails_over_and_logs_account_not_token(two, upstream, slee
                                                              status):
     upstream.add(responses.POST, run_url(A1), status=status, json=load_data("cf_error_10000.json"))
     upstream.add(responses.POST, run_url(A2), json=OK)
-    rv = chat(two)
-    assert rv.status_code == 200, rv.get_data(as_text=True)
-    assert accounts_called(upstream) == [A1, A2]
-    assert sleeps == []
-    for _ in range(3):
-        assert chat(two).status_code == 200
-    assert accounts_called(upstream)[2:] == [A2, A2, A2]
+    assert_served_by_a2_at_once_and_a1_skipped(two, upstream, sleeps)
     messages = [record.getMessage() for record in error_log]
     assert any(A1 in message for message in messages)
     assert all(T1 not in message and T2 not in message for message in messages)
