@@ -101,9 +101,17 @@ class ModelCatalogue:
             self._next_refresh = self.clock() + self.ttl
 
     def records(self):
-        """name -> record, refreshed when older than the TTL; the stale list if a refresh fails."""
+        """name -> record, refreshed when older than the TTL; the stale list if a refresh fails.
+
+        Only a cold cache makes callers wait: while one request refreshes an expired list,
+        the others get the stale one at once.
+        """
         if self.clock() >= self._next_refresh:
-            self._refresh()
+            if self._records is None:
+                self._refresh()
+            elif self._lock.acquire(blocking=False):
+                self._lock.release()
+                self._refresh()
         if self._records is None:
             raise self._last_error.with_traceback(None)
         return self._records
@@ -123,17 +131,22 @@ class ModelCatalogue:
         raise model_not_found(model_id)
 
     def check_allowed(self, model):
-        """Refuse a model outside the allow-list (or, without one, outside the catalogue)."""
+        """Refuse a model outside the allow-list (or, without one, outside the catalogue).
+
+        Returns whether the name was confirmed; False when the catalogue is unreachable
+        and Workers AI itself is left to judge the name.
+        """
         if self.allow_list:
             if model not in self.allow_list:
                 raise model_not_found(model)
-            return
+            return True
         try:
             records = self.records()
         except APIError:
-            return  # catalogue unreachable: let Workers AI itself judge the name
+            return False
         if model not in records:
             raise model_not_found(model)
+        return True
 
 
 def model_not_found(model):

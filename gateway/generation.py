@@ -92,8 +92,8 @@ def generate(kind, schema, build_payload, build_response):
     stats.model, stats.stream = data["model"], data["stream"]
     _check_length(data)
     extensions = current_app.extensions
-    extensions["catalogue"].check_allowed(data["model"])
-    stats.model_label = data["model"]
+    if extensions["catalogue"].check_allowed(data["model"]):
+        stats.model_label = data["model"]  # confirmed names only: clients cannot add labels
     default_max = current_app.config["DEFAULT_MAX_TOKENS"]
     max_tokens = translate.max_tokens_of(data, default_max)
     payload = build_payload(data, default_max)

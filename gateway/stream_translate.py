@@ -70,7 +70,7 @@ class StreamTranslator:
             raise malformed_event() from None
         if not isinstance(event, dict):
             raise malformed_event()
-        if "error" in event or event.get("success") is False:
+        if event.get("error") or event.get("success") is False:
             raise StreamFault(map_error(200, event, model=self.model))
         try:
             text = self._read_event(event)

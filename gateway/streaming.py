@@ -157,6 +157,10 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
     except NETWORK_ERRORS as exc:
         log.warning("upstream stream broke: %s", type(exc).__name__)
         yield encode(error_body(UpstreamError("The connection to Workers AI broke mid-stream.")))
+    except Exception:  # noqa: BLE001 - headers are out: the client still gets one error event
+        log.exception("stream relay failed")
+        yield encode(error_body(UpstreamError("The gateway failed while relaying the stream.",
+                                              code="internal_error")))
     finally:
         metrics.OPEN_STREAMS.dec()
         _release(body, response, translator.done)

@@ -179,8 +179,8 @@ class UpstreamClient:
             response = self._send(account, "POST", f"run/{quote(model, safe='@/:+')}",
                                   json_body=payload, stream=stream)
             self.check(response, model)
-            if stream and not response.headers.get("Content-Type", "").startswith(
-                    "application/json"):
+            content_type = response.headers.get("Content-Type", "")
+            if stream and content_type.startswith("text/event-stream"):
                 return Answer(account=account, stream=response)
             return Answer(account=account, body=self.checked_body(response, model))
         answer, _ = self.call(attempt, deadline)

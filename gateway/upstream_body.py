@@ -8,10 +8,12 @@ send heartbeats, check the client and keep its deadlines without a second greenl
 After a complete body the connection goes back to the pool (keep-alive to Cloudflare).
 Responses without a real socket (test doubles, compressed bodies) use `ResponseBody`.
 """
+import re
 import ssl
 import time
 
 READ_SIZE = 65536
+HEX_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 MAX_SIZE_LINE = 1024
 
 
@@ -35,7 +37,7 @@ class ChunkedDecoder:
         out = []
         pos = 0
         while pos < len(buffer) and not self.done:
-            if self._left:
+            if self._left:  # a positive count: _chunk_size never returns a negative one
                 piece = buffer[pos:pos + self._left]
                 out.append(piece)
                 pos += len(piece)
@@ -63,10 +65,10 @@ class ChunkedDecoder:
 
 
 def _chunk_size(line):
-    try:
-        return int(line.split(b";", 1)[0].strip(), 16)
-    except ValueError:
-        raise BodyFormatError("bad chunk size") from None
+    size = line.split(b";", 1)[0].strip()
+    if not HEX_SIZE.fullmatch(size):  # int(..., 16) would also take "-1", "+5", "0x5"
+        raise BodyFormatError("bad chunk size")
+    return int(size, 16)
 
 
 class SocketBody:
@@ -81,7 +83,7 @@ class SocketBody:
             raise LookupError("no socket")
         self.chunked = ChunkedDecoder() if self.http.chunked else None
         self.left = self.http.length  # for a Content-Length body; None: until EOF
-        self.complete = False
+        self.complete = self.left == 0
         self._pending = self._already_buffered()
 
     def _already_buffered(self):
@@ -127,7 +129,7 @@ class SocketBody:
 
     def release(self, finished, drain_timeout):
         """Return the connection to the pool after a complete body, else close it."""
-        if finished and not self.complete:
+        if finished and not self.complete and not self.http.will_close:
             # After [DONE] only the body's last chunk is due; it usually came with it.
             give_up = time.monotonic() + drain_timeout
             try:

@@ -447,3 +447,19 @@ def test_catalogue_unconfigured_raises_503():
     catalogue = ModelCatalogue(UpstreamClient(config), TTL, [], clock=Clock())
     with pytest.raises(ServiceUnavailableError):
         catalogue.records()
+
+
+def test_expired_list_is_served_stale_while_one_request_refreshes():
+    stub, clock = StubUpstream(TEXT_GENERATION[:2], TEXT_GENERATION[:3]), Clock()
+    catalogue = ModelCatalogue(stub, TTL, [], clock=clock)
+    assert len(catalogue.records()) == 2
+    clock.now += TTL
+    stub.delay = 0.5
+    refresher = threading.Thread(target=catalogue.records)
+    refresher.start()
+    time.sleep(0.1)  # the refresher holds the lock now
+    started = time.monotonic()
+    assert len(catalogue.records()) == 2  # stale, at once
+    assert time.monotonic() - started < 0.3
+    refresher.join(5)
+    assert len(catalogue.records()) == 3 and stub.calls == 2

@@ -275,3 +275,10 @@ def test_streams_reuse_their_upstream_connection(fake, http):
         stream_once()
     # two workers: at most one new upstream connection each, not one per stream
     assert fake.connections_total - before <= 2
+
+
+def test_stream_request_answered_with_neither_sse_nor_json_is_a_502(fake, http):
+    fake.add_fault("html", status=200)
+    rv = chat(http, model=CLASSIC, stream=True, messages=[{"role": "user", "content": "x"}])
+    assert rv.status_code == 502
+    validate_error(rv.json())

@@ -283,3 +283,8 @@ def test_client_gone_cannot_peek_a_tls_socket_and_says_no():
     finally:
         server_side.close()
         client_side.close()
+
+
+def test_a_null_error_field_is_not_a_fault():
+    chunks = translator().feed(b'{"choices":[{"delta":{"content":"a"}}],"error":null}')
+    assert chunks[0]["choices"][0]["delta"]["content"] == "a"

@@ -42,6 +42,9 @@ def test_any_cuts_decode_the_same(cuts):
     pytest.param(b"zz\r\nabc\r\n", id="bad-size"),
     pytest.param(b"3\r\nabcXY0\r\n\r\n", id="missing-crlf"),
     pytest.param(b"1" * 2000, id="endless-size-line"),
+    pytest.param(b"-1\r\nabc\r\n", id="negative-size"),
+    pytest.param(b"+5\r\nabcde\r\n", id="signed-size"),
+    pytest.param(b"0x5\r\nabcde\r\n", id="prefixed-size"),
 ])
 def test_broken_framing_is_an_error(framed):
     with pytest.raises(BodyFormatError):
