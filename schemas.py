@@ -44,10 +44,6 @@ class StrictInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class StrictString(fields.String):
-    """A JSON string; the length rule comes from `validate`."""
-
-
 class TextContent(fields.Field):
     """A message content: a string, or a list of text parts joined into one string."""
 
@@ -102,9 +98,9 @@ class Message(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    role = StrictString(required=True, validate=validate.OneOf(ROLES))
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
     content = TextContent(required=True)
-    name = StrictString()
+    name = fields.String()
 
     @pre_load
     def normalise(self, data, **kwargs):
@@ -122,7 +118,7 @@ class GenerationRequest(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    model = StrictString(required=True, validate=validate.Regexp(
+    model = fields.String(required=True, validate=validate.Regexp(
         MODEL_NAME,
         error="Must be a Workers AI model name such as @cf/meta/llama-3.1-8b-instruct."))
     stream = StrictBoolean(load_default=False)
@@ -137,7 +133,7 @@ class GenerationRequest(Schema):
     repetition_penalty = StrictNumber(validate=validate.Range(0, 2))
     seed = StrictInteger(validate=validate.Range(1, 9999999999))
     # Informational: accepted, never forwarded.
-    user = StrictString()
+    user = fields.String()
     metadata = fields.Dict()
     store = StrictBoolean()
 

@@ -103,6 +103,16 @@ class StreamTranslator:
         """Cloudflare's usage: the closing cumulative event, else the last chunk's."""
         return self.final_usage or self.chunk_usage
 
+    def replay(self, reply):
+        """Every chunk of a stream for a whole `Reply` (JSON sent for a stream request)."""
+        chunks = self.start()
+        if reply.text:
+            self.tokens_seen = 1
+            chunks.append(self._chunk(reply.text))
+        self.final_usage = reply.usage
+        self.upstream_finish = reply.finish_reason
+        return chunks + self.finish()
+
     def finish(self):
         """The final chunk with the real finish_reason, and the usage chunk when asked for."""
         usage = self.usage

@@ -193,11 +193,4 @@ def _release(body, response, finished):
 
 def replay(reply, translator):
     """A proper stream for a reply Cloudflare sent as JSON although a stream was asked for."""
-    chunks = translator.start()
-    if reply.text:
-        translator.tokens_seen = 1
-        chunks.append(translator._chunk(reply.text))
-    translator.final_usage = reply.usage
-    translator.upstream_finish = reply.finish_reason
-    chunks.extend(translator.finish())
-    return b"".join(map(encode, chunks)) + DONE
+    return b"".join(map(encode, translator.replay(reply))) + DONE

@@ -121,7 +121,7 @@ class UpstreamClient:
             response.close()
 
     def call(self, attempt, deadline=None):
-        """Run `attempt(account)` with failover and retries; return (result, account).
+        """Run `attempt(account)` with failover and retries; return its result.
 
         An account that cannot serve (quota used up, token refused) is sidelined and the
         next one tried at once; when none is left the client gets that account's own
@@ -135,7 +135,7 @@ class UpstreamClient:
         account = self.pool.acquire()
         while True:
             try:
-                return attempt(account), account
+                return attempt(account)
             except APIError as error:
                 metrics.upstream_error(error)
                 decision = retry.verdict(error)
@@ -183,8 +183,7 @@ class UpstreamClient:
             if stream and content_type.startswith("text/event-stream"):
                 return Answer(account=account, stream=response)
             return Answer(account=account, body=self.checked_body(response, model))
-        answer, _ = self.call(attempt, deadline)
-        return answer
+        return self.call(attempt, deadline)
 
     def checked_body(self, response, model=None):
         """The JSON body of a 2xx answer; Cloudflare's `success: false` raised as its error."""
@@ -198,7 +197,7 @@ class UpstreamClient:
         records = []
         for page in range(1, CATALOGUE_MAX_PAGES + 1):
             params = {"task": task, "page": page, "per_page": CATALOGUE_PAGE_SIZE}
-            body, _ = self.call(lambda account, query=params: self._search_page(account, query))
+            body = self.call(lambda account, query=params: self._search_page(account, query))
             result = body.get("result") if isinstance(body, dict) else None
             if not isinstance(result, list):
                 raise UpstreamError("Workers AI answered the model search with an unreadable body.")
