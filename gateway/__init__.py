@@ -16,11 +16,12 @@ log = logging.getLogger(__name__)
 
 def create_app(config_class=Config):
     """Build the gateway with the settings of `config_class`."""
-    from gateway import auth, errors, proxy, request_id, request_log
-    from gateway.catalogue import ModelCatalogue
+    from gateway import auth, errors
+    from gateway.ops import proxy, request_id, request_log
+    from gateway.cloudflare.catalogue import ModelCatalogue
     from gateway.jsonio import OrjsonProvider
     from gateway.routes import chat, completions, health, metrics, models
-    from gateway.upstream import MISSING_CREDENTIALS, UpstreamClient
+    from gateway.cloudflare.client import MISSING_CREDENTIALS, UpstreamClient
 
     app = Flask(__name__)
     app.config.from_object(config_class)

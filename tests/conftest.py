@@ -8,7 +8,7 @@ import responses
 
 from config import Config
 from gateway import create_app
-from gateway.request_log import JsonFormatter
+from gateway.ops.request_log import JsonFormatter
 
 DATA = Path(__file__).parent / "data"
 API_BASE = "https://cf.test/client/v4"

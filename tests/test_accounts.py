@@ -1,4 +1,4 @@
-"""The pool of Cloudflare accounts (gateway/accounts.py): round robin, quota, cool-down.
+"""The pool of Cloudflare accounts (gateway/cloudflare/accounts.py): round robin, quota, cool-down.
 
 Every test drives the pool with an injected clock, so nothing waits for real time.
 """
@@ -10,7 +10,7 @@ from datetime import datetime, UTC
 
 import pytest
 
-from gateway.accounts import AccountPool, next_utc_midnight
+from gateway.cloudflare.accounts import AccountPool, next_utc_midnight
 from gateway.errors import QuotaExceededError, ServiceUnavailableError
 
 CREDENTIALS = [("a1", "t1-token-secret"), ("a2", "t2-token-secret"), ("a3", "t3-token-secret")]

@@ -1,4 +1,4 @@
-"""Client keys (gateway/auth.py) and request ids (gateway/request_id.py)."""
+"""Client keys (gateway/auth.py) and request ids (gateway/ops/request_id.py)."""
 import re
 
 import pytest

@@ -1,4 +1,4 @@
-"""The model catalogue (gateway/catalogue.py) and its source, `ai/models/search` paging.
+"""The model catalogue (gateway/cloudflare/catalogue.py) and its source, `ai/models/search` paging.
 
 The cache is driven by an injected clock and a stub upstream; the paging by a
 `responses` callback that serves the canned catalogue like Cloudflare does.
@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from gateway.catalogue import ModelCatalogue, model_entry
+from gateway.cloudflare.catalogue import ModelCatalogue, model_entry
 from gateway.errors import APIError, NotFoundError, ServiceUnavailableError, UpstreamError
-from gateway.upstream import CATALOGUE_PAGE_SIZE, UpstreamClient
+from gateway.cloudflare.client import CATALOGUE_PAGE_SIZE, UpstreamClient
 from tests.conftest import MODEL, SEARCH_URL, TestConfig, cf_ok, load_data
 from tests.openai_spec import validate_model
 

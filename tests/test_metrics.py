@@ -1,4 +1,4 @@
-"""GET /metrics (gateway/metrics.py, gateway/routes/metrics.py): Prometheus text, optional token.
+"""GET /metrics (gateway/ops/metrics.py, gateway/routes/metrics.py): Prometheus text, optional token.
 
 Metrics are process-global counters shared by every app the tests build, so each test
 reads /metrics before and after and asserts on the increase.
@@ -131,7 +131,7 @@ def test_upstream_error_counted_by_cf_code(client, auth, upstream):
 
 def test_every_retried_attempt_is_counted(client, auth, upstream, monkeypatch):
     fake_time = types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: None)
-    monkeypatch.setattr("gateway.upstream.time", fake_time)
+    monkeypatch.setattr("gateway.cloudflare.client.time", fake_time)
     upstream.add(responses.POST, RUN_URL + MODEL, status=429, json=load_data("cf_error_3040.json"))
     watch = Watch(client)
     client.post(CHAT, json=BODY, headers=auth, buffered=True)

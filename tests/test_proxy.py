@@ -1,4 +1,4 @@
-"""Client addresses behind a reverse proxy (gateway/proxy.py).
+"""Client addresses behind a reverse proxy (gateway/ops/proxy.py).
 
 Table style after Werkzeug's test_proxy_fix: each row is (PROXY_HOPS,
 FORWARDED_ALLOW_IPS, direct peer, headers) and the address and scheme the gateway
@@ -11,7 +11,7 @@ import pytest
 from flask import jsonify, request
 
 from gateway import create_app
-from gateway.request_log import JsonFormatter
+from gateway.ops.request_log import JsonFormatter
 from tests.conftest import KEY, SEARCH_URL, TestConfig, load_data
 
 CLIENT = "203.0.113.7"

@@ -1,4 +1,4 @@
-"""The per-request log line (gateway/request_log.py) and request ids (gateway/request_id.py).
+"""The per-request log line (gateway/ops/request_log.py) and request ids (gateway/ops/request_id.py).
 
 Lines are read from the `gateway.request` logger; a Flask test response is closed
 (`buffered=True`, or explicitly) before reading, since the line is written when the
@@ -14,7 +14,7 @@ import responses
 
 from gateway import create_app
 from gateway.auth import key_label
-from gateway.request_log import JsonFormatter
+from gateway.ops.request_log import JsonFormatter
 from tests.conftest import (ACCOUNT, API_BASE, KEY, MODEL, NoRetries, RUN_URL, TOKEN, TestConfig,
                             load_data)
 from tests.openai_spec import validate_error

@@ -1,4 +1,4 @@
-"""What happens after a failed upstream attempt (gateway/retry.py): move on, retry, give up.
+"""What happens after a failed upstream attempt (gateway/cloudflare/retry.py): move on, retry, give up.
 
 `verdict` is pinned on the errors `map_error` really builds (and on the network errors
 the upstream client raises); `backoff` on its schedule, its jitter and Retry-After.
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from gateway import retry
-from gateway.cloudflare_errors import map_error
+from gateway.cloudflare import retry
+from gateway.cloudflare.error_map import map_error
 from gateway.errors import RateLimitError, UpstreamError, UpstreamTimeoutError
 from tests.conftest import MODEL, load_data
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.sse import SSEDecoder
-from gateway.stream_translate import StreamFault, StreamTranslator
-from gateway.streaming import client_gone, relay
+from gateway.openai.sse import SSEDecoder
+from gateway.openai.stream_translate import StreamFault, StreamTranslator
+from gateway.openai.streaming import client_gone, relay
 from tests.openai_spec import validate_chat_chunk, validate_completion_chunk, validate_error
 
 CLASSIC = (

@@ -1,7 +1,7 @@
-"""Translation between OpenAI and Workers AI (gateway/translate.py): pure dicts in, dicts out."""
+"""Translation between OpenAI and Workers AI (gateway/openai/translate.py): pure dicts in, dicts out."""
 import pytest
 
-from gateway.translate import (Reply, UnreadableReply, chat_completion, chat_payload,
+from gateway.openai.translate import (Reply, UnreadableReply, chat_completion, chat_payload,
                                completion_payload, input_chars, read_reply, text_completion)
 from schemas import chat_request, completion_request
 from tests.conftest import MODEL, cf_ok, load_data

@@ -1,8 +1,8 @@
 """POST /v1/chat/completions."""
 from flask import Blueprint
 
-from gateway import translate
-from gateway.generation import generate
+from gateway.openai import translate
+from gateway.openai.generation import generate
 from schemas import chat_request
 
 bp = Blueprint("chat", __name__)

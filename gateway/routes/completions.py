@@ -1,8 +1,8 @@
 """POST /v1/completions (the legacy text completions API)."""
 from flask import Blueprint
 
-from gateway import translate
-from gateway.generation import generate
+from gateway.openai import translate
+from gateway.openai.generation import generate
 from schemas import completion_request
 
 bp = Blueprint("completions", __name__)

@@ -3,7 +3,7 @@ import hmac
 
 from flask import Blueprint, Response, current_app, request
 
-from gateway import metrics
+from gateway.ops import metrics
 from gateway.errors import AuthenticationError
 
 bp = Blueprint("metrics", __name__)

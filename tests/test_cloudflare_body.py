@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.upstream_body import BodyFormatError, ChunkedDecoder, ResponseBody, open_body
+from gateway.cloudflare.body import BodyFormatError, ChunkedDecoder, ResponseBody, open_body
 
 BODY = 'data: {"response":"héllo"}\n\ndata: [DONE]\n\n'.encode()
 FRAMED = (b"1a\r\n" + BODY[:26] + b"\r\n"

@@ -1,4 +1,4 @@
-"""The Workers AI client (gateway/upstream.py): URLs, credentials, failures, retries, failover.
+"""The Workers AI client (gateway/cloudflare/client.py): URLs, credentials, failures, retries, failover.
 
 Cloudflare is `responses`; every pause the client takes goes through a recorded
 `sleep`, so no test waits for real time.
@@ -52,7 +52,7 @@ def sleeps(monkeypatch):
     taken = []
     fake_time = types.SimpleNamespace(monotonic=time.monotonic, time=time.time,
                                       sleep=taken.append)
-    monkeypatch.setattr("gateway.upstream.time", fake_time)
+    monkeypatch.setattr("gateway.cloudflare.client.time", fake_time)
     return taken
 
 

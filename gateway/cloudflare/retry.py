@@ -9,7 +9,7 @@ from Cloudflare is honoured up to a cap.
 import math
 import random
 
-from gateway.cloudflare_errors import OUT_OF_CAPACITY, QUOTA_USED_UP, TOKEN_REFUSED
+from gateway.cloudflare.error_map import OUT_OF_CAPACITY, QUOTA_USED_UP, TOKEN_REFUSED
 
 MOVE_ON = "move_on"  # this account cannot serve: sideline it, try the next one at once
 OTHER_ACCOUNT = "other_account"  # this account cannot serve this model: try the next one

@@ -122,7 +122,7 @@ def _write(base, stats):
         fields.pop("ttfb_ms")
         fields.pop("ttft_ms")
     log.info("request", extra={"fields": fields})
-    from gateway import metrics  # the metrics read the same figures
+    from gateway.ops import metrics  # the metrics read the same figures
     metrics.observe(fields, model_label)
 
 

@@ -13,11 +13,12 @@ from gevent import monkey
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from gateway import jsonio, translate
+from gateway import jsonio
+from gateway.openai import translate
 from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
-from gateway.request_log import current_stats
-from gateway.stream_translate import StreamTranslator
-from gateway.streaming import relay, replay
+from gateway.ops.request_log import current_stats
+from gateway.openai.stream_translate import StreamTranslator
+from gateway.openai.streaming import relay, replay
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

@@ -4,7 +4,7 @@ Proxy hygiene (after Werkzeug's http_proxy middleware): a fixed base URL from th
 configuration, our own Authorization header and nothing of the client's, explicit
 connect/read timeouts, redirects never followed, and every network failure mapped
 to an OpenAI-shaped 502/504 without the URL (which holds the account id). Failed
-attempts fail over to the next account and are retried as `gateway.retry` decides.
+attempts fail over to the next account and are retried as `gateway.cloudflare.retry` decides.
 """
 import logging
 import time
@@ -17,9 +17,11 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from gateway import jsonio, metrics, retry
-from gateway.accounts import Account, AccountPool
-from gateway.cloudflare_errors import map_error
+from gateway import jsonio
+from gateway.cloudflare import retry
+from gateway.ops import metrics
+from gateway.cloudflare.accounts import Account, AccountPool
+from gateway.cloudflare.error_map import map_error
 from gateway.errors import APIError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 
 log = logging.getLogger(__name__)

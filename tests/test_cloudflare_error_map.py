@@ -1,4 +1,4 @@
-"""Cloudflare's failures mapped to OpenAI errors (gateway/cloudflare_errors.py).
+"""Cloudflare's failures mapped to OpenAI errors (gateway/cloudflare/error_map.py).
 
 The status decides the client SDK's retry policy, so each mapping is pinned here,
 first on `map_error` itself, then end to end through the chat route.
@@ -7,7 +7,7 @@ import pytest
 import requests
 import responses
 
-from gateway.cloudflare_errors import map_error
+from gateway.cloudflare.error_map import map_error
 from tests.conftest import ACCOUNT, MODEL, RUN_URL, TOKEN, TestConfig, load_data
 from tests.openai_spec import validate_error
 

@@ -1,7 +1,7 @@
 """Relay a Workers AI SSE stream to the client, each event as soon as it arrives.
 
 The relaying greenlet reads the upstream body itself, one read at a time with a
-timeout (`gateway.upstream_body`), so between reads it can send the client
+timeout (`gateway.cloudflare.body`), so between reads it can send the client
 `: keep-alive` comments while Cloudflare is silent (nginx and browsers cut silent
 streams), enforce the idle timeout and the stream's total duration (a read timeout is
 not a deadline), and notice within about a second a client that went away even when
@@ -19,12 +19,12 @@ import requests
 import urllib3
 from gevent import monkey
 
-from gateway import metrics
+from gateway.ops import metrics
 from gateway.errors import UpstreamError, UpstreamTimeoutError, error_body
-from gateway.request_log import RequestStats
-from gateway.sse import DONE, KEEP_ALIVE, SSEDecoder, SSEFormatError, encode
-from gateway.stream_translate import StreamFault, malformed_event
-from gateway.upstream_body import BodyFormatError, open_body
+from gateway.ops.request_log import RequestStats
+from gateway.openai.sse import DONE, KEEP_ALIVE, SSEDecoder, SSEFormatError, encode
+from gateway.openai.stream_translate import StreamFault, malformed_event
+from gateway.cloudflare.body import BodyFormatError, open_body
 
 log = logging.getLogger(__name__)
 

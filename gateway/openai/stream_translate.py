@@ -6,8 +6,9 @@ Cloudflare's closing `{"response": "", "usage": ...}` event. Whatever the upstre
 repeats (finish frames, `[DONE]`) or pads (`p`), the client sees one role chunk,
 content chunks with string content, one final chunk and, when asked, one usage chunk.
 """
-from gateway import jsonio, translate
-from gateway.cloudflare_errors import map_error
+from gateway import jsonio
+from gateway.openai import translate
+from gateway.cloudflare.error_map import map_error
 from gateway.errors import UpstreamError
 
 

@@ -1,0 +1,1 @@
+"""The OpenAI side: request and answer translation, SSE streams and their relay."""

@@ -1,0 +1,1 @@
+"""Running the gateway: request ids, log lines, metrics and trusted proxy headers."""
