@@ -1,8 +1,9 @@
 """A fake Cloudflare Workers AI REST API, for tests.
 
 Why this exists: the gateway's upstream client, its stream translator and its error mapping
-must be exercised against the *real* wire formats of Workers AI (see
-``/work/shared/reference/cloudflare-workers-ai.md`` sections 1-3 and 5), quirks included, and
+must be exercised against the *real* wire formats of Workers AI (Cloudflare's REST API docs,
+https://developers.cloudflare.com/api/resources/ai/ and the model pages with their JSON schemas
+under https://developers.cloudflare.com/workers-ai/models/), quirks included, and
 without network access.  Mocking ``requests`` cannot show how the gateway behaves with slow
 streams, half-written chunked bodies, TCP resets or clients that hang up, so this is a real
 HTTP/1.1 server on 127.0.0.1 (ephemeral port) running in background threads, stdlib only.
@@ -56,15 +57,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 # The models/search records served by default: 23 Text Generation models (so per_page=20 gives
 # two pages) plus an embeddings and a text-to-image model that a task filter must leave out.
-# Shaped like the reference's verbatim record (section 1): string property values, a ``price``
+# Shaped like a verbatim `ai/models/search` record from Cloudflare's catalogue: string property values, a ``price``
 # array, a numeric context_window for Gemma 4, no created_at on the @hf models.
 DEFAULT_CATALOGUE = json.loads(
     (Path(__file__).parent / "data" / "workers_ai_catalogue.json").read_text(encoding="utf-8"))
 
-# Models that answer in the OpenAI chat.completion shape even on /ai/run (reference section 2).
+# Models that answer in the OpenAI chat.completion shape even on /ai/run (e.g. Gemma 4; see the model's output schema on its Cloudflare model page).
 OPENAI_SHAPED_MODELS = {"@cf/google/gemma-4-26b-a4b-it", "@cf/zai-org/glm-4.7-flash"}
 
-# Top-level keys a classic text-generation model accepts (reference section 2 table).
+# Top-level keys a classic text-generation model accepts (the input schema of a classic model such as @cf/meta/llama-3.1-8b-instruct).
 CLASSIC_INPUT_KEYS = {
     "prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "seed",
     "repetition_penalty", "frequency_penalty", "presence_penalty", "stream", "raw", "lora",
@@ -365,7 +366,7 @@ def _token_values(token: str, numeric: bool) -> list:
 
 
 def classic_events(plan: ReplyPlan, faults: dict, rng: random.Random):
-    """Yield ``(payload, is_token)`` for a classic model's stream, as in the reference capture."""
+    """Yield ``(payload, is_token)`` for a classic model's stream, as Workers AI sends it (text/event-stream, `data: [DONE]` last)."""
     def pad():
         return _CLASSIC_PAD[:rng.randint(5, 60)]
 

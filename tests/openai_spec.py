@@ -7,14 +7,14 @@ Usage from tests::
     validate_chat_completion(resp.get_json())          # raises AssertionError if invalid
     validate(obj, "CreateChatCompletionStreamResponse")
 
-The spec is ``<repo root>/../shared/specs/openai.openapi.yaml`` (the ``shared/``
-folder sits beside the clone, both locally and in CI). Set ``OPENAI_SPEC_PATH``
-to use another file.
+The spec is ``tests/data/openai.openapi.trimmed.json``: the part of OpenAI's published
+OpenAPI document that these tests reach (made by ``tests/tools/trim_openai_spec.py``, whose
+header in ``info.x-trimmed`` says which version and commit). Set ``OPENAI_SPEC_PATH`` to
+validate against another file, e.g. the full ``openapi.yaml``.
 
-Loading is lazy and done once per process. The parsed document is also cached
-as JSON in ``<tempdir>/openai-spec-cache-<uid>/`` keyed by the YAML file's path,
-mtime and size, so later pytest runs skip the YAML parse. Set
-``OPENAI_SPEC_CACHE=0`` to disable that on-disk cache.
+Loading is lazy and done once per process. A YAML document is also cached as JSON in
+``<tempdir>/openai-spec-cache-<uid>/`` keyed by the file's path, mtime and size, so later
+pytest runs skip the YAML parse. Set ``OPENAI_SPEC_CACHE=0`` to disable that on-disk cache.
 
 Semantics:
 
@@ -77,7 +77,7 @@ SPEC_URI = "urn:openai:openapi.yaml"
 _CACHE_FORMAT = 1  # bump when the on-disk cache layout / parsing changes
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
-_DEFAULT_SPEC = _REPO_ROOT.parent / "shared" / "specs" / "openai.openapi.yaml"
+_DEFAULT_SPEC = _REPO_ROOT / "tests" / "data" / "openai.openapi.trimmed.json"
 
 # Filled in on first load: {"source": "yaml"|"cache", "seconds": float, "path": str,
 # "cache_file": str|None}
@@ -177,10 +177,16 @@ def load_spec() -> dict:
         if not path.is_file():
             raise FileNotFoundError(
                 f"OpenAI OpenAPI spec not found at {path}. Expected "
-                f"<repo root>/../shared/specs/openai.openapi.yaml, or set OPENAI_SPEC_PATH."
+                f"tests/data/openai.openapi.trimmed.json, or set OPENAI_SPEC_PATH."
             )
         t0 = time.perf_counter()
         st = path.stat()
+        if path.suffix == ".json":  # JSON parses fast: no cache needed
+            with open(path, "rb") as fh:
+                _spec = json.load(fh)
+            LOAD_STATS.update(source="json", seconds=time.perf_counter() - t0, path=str(path),
+                              cache_file=None)
+            return _spec
         cache = _cache_file(path, st)
         spec = _read_cache(cache, path, st) if cache else None
         source = "cache"

@@ -1,6 +1,6 @@
 """Self-tests of the fake Workers AI server (tests/fake_workers_ai.py).
 
-The gateway's tests rely on the fake speaking the formats in the Workers AI reference exactly,
+The gateway's tests rely on the fake speaking the formats of the Workers AI REST API exactly,
 so these tests pin them down over real HTTP with ``requests``. Each test runs in well under a
 second.
 """

@@ -323,7 +323,7 @@ def test_unknown_schema_name():
 def test_spec_path_default_and_override(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_SPEC_PATH", raising=False)
     repo_root = Path(openai_spec.__file__).resolve().parents[1]
-    assert openai_spec.spec_path() == repo_root.parent / "shared" / "specs" / "openai.openapi.yaml"
+    assert openai_spec.spec_path() == repo_root / "tests" / "data" / "openai.openapi.trimmed.json"
     monkeypatch.setenv("OPENAI_SPEC_PATH", str(tmp_path / "x.yaml"))
     assert openai_spec.spec_path() == tmp_path / "x.yaml"
 
@@ -332,5 +332,40 @@ def test_spec_loaded_once_and_stats_recorded():
     spec = openai_spec.load_spec()
     assert openai_spec.load_spec() is spec
     assert spec["openapi"].startswith("3.1")
-    assert openai_spec.LOAD_STATS["source"] in ("yaml", "cache")
+    assert openai_spec.LOAD_STATS["source"] in ("json", "yaml", "cache")
     assert openai_spec.LOAD_STATS["seconds"] >= 0
+
+
+def test_vendored_spec_lives_in_the_repository():
+    """A fresh clone has nothing beside it: the default spec is a file of the repository."""
+    repo_root = Path(openai_spec.__file__).resolve().parents[1]
+    default = openai_spec._DEFAULT_SPEC
+    assert default.is_file()
+    assert default.resolve().is_relative_to(repo_root)
+
+
+def test_vendored_spec_is_closed_under_refs():
+    """Every $ref in the trimmed copy resolves inside it, and every root is there."""
+    from tests.tools import trim_openai_spec as trim
+
+    schemas = openai_spec.load_spec()["components"]["schemas"]
+    missing = {ref for sch in schemas.values() for ref in trim._refs(sch)} - set(schemas)
+    assert not missing
+    assert set(trim.ROOTS) <= set(schemas)
+
+
+def test_vendored_spec_says_where_it_comes_from():
+    info = openai_spec.load_spec()["info"]
+    source = info["x-trimmed"]
+    assert "openai-openapi" in source["from"] and source["version"] == info["version"]
+    assert len(source["commit"]) == 40 and len(source["sha256"]) == 64
+
+
+def test_trimming_keeps_exactly_what_the_roots_reach():
+    from tests.tools import trim_openai_spec as trim
+
+    spec = openai_spec.load_spec()
+    again = trim.trim(spec, trim.ROOTS, spec["info"]["x-trimmed"])
+    assert again["components"]["schemas"] == spec["components"]["schemas"]
+    small = trim.trim(spec, ["ErrorResponse"], {})["components"]["schemas"]
+    assert set(small) == {"ErrorResponse", "Error"}
