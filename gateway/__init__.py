@@ -19,6 +19,7 @@ def create_app(config_class=Config):
     from gateway import auth, errors
     from gateway.ops import proxy, request_id, request_log
     from gateway.cloudflare.catalogue import ModelCatalogue
+    from gateway.cloudflare.model_schemas import ModelSchemas
     from gateway.jsonio import OrjsonProvider
     from gateway.routes import chat, completions, health, metrics, models
     from gateway.cloudflare.client import MISSING_CREDENTIALS, UpstreamClient
@@ -32,8 +33,10 @@ def create_app(config_class=Config):
     if not upstream.configured:
         log.debug(MISSING_CREDENTIALS)  # gunicorn's master warns once (gunicorn.conf.py)
     app.extensions["upstream"] = upstream
-    app.extensions["catalogue"] = ModelCatalogue(upstream, app.config["MODELS_CACHE_TTL"],
-                                                 app.config["MODELS"])
+    catalogue = ModelCatalogue(upstream, app.config["MODELS_CACHE_TTL"], app.config["MODELS"])
+    app.extensions["catalogue"] = catalogue
+    app.extensions["model_schemas"] = ModelSchemas(upstream, app.config["MODELS_CACHE_TTL"],
+                                                   catalogue)
 
     CORS(app, origins=app.config["CORS_ORIGINS"], methods=["GET", "POST", "OPTIONS"],
          allow_headers=["Authorization", "Content-Type", "X-Request-ID"],

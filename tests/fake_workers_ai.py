@@ -17,6 +17,8 @@ What it speaks:
   Directives inside that text: ``[[tokens=N]]`` (reply is ``t0 t1 ...``), ``[[delay=S]]``
   (seconds between streamed tokens for this request).
 * ``GET /client/v4/accounts/{account}/ai/models/search``: the catalogue, paged and task-filtered.
+* ``GET /client/v4/accounts/{account}/ai/models/schema?model=``: the model's ``{input, output}``
+  JSON schemas, per model family (``tests/fake_model_families.py``); ``fake.schemas`` overrides.
 * Bearer-token auth per account (401, code 10000); unknown routes give 404, code 7000.
 * Injected faults (``add_fault``): error envelopes, non-JSON bodies, redirects, slow or stalled
   responses, TCP resets, malformed or error SSE events and formatting quirks.
@@ -50,6 +52,8 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests import fake_model_families as families
 
 # --------------------------------------------------------------------------------------------
 # Catalogue
@@ -122,7 +126,7 @@ class Fault:
             return False
         if self.model is not None and self.model != model:
             return False
-        if route == "search":
+        if route in ("search", "schema"):
             return self.kind in RESPONSE_FAULTS or self.kind == "slow_first_byte"
         if self.kind in STREAM_FAULTS:
             return stream
@@ -457,6 +461,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 _RUN_PATH = re.compile(r"^/client/v4/accounts/([^/]+)/ai/run/(.+)$")
 _SEARCH_PATH = re.compile(r"^/client/v4/accounts/([^/]+)/ai/models/search/?$")
+_SCHEMA_PATH = re.compile(r"^/client/v4/accounts/([^/]+)/ai/models/schema/?$")
 _NO_ROUTE = {"success": False, "errors": [{"code": 7000, "message": "No route for that URI"}],
              "messages": [], "result": None}
 _AUTH_ERROR = {"result": None, "success": False,
@@ -547,7 +552,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = unquote(url.path)
         run, search = _RUN_PATH.match(path), _SEARCH_PATH.match(path)
-        account = (run or search).group(1) if (run or search) else None
+        schema = _SCHEMA_PATH.match(path)
+        account = (run or search or schema).group(1) if (run or search or schema) else None
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
@@ -561,6 +567,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._guarded(account, lambda: self._run(account, run.group(2), parsed))
             elif search and self.command == "GET":
                 self._guarded(account, lambda: self._search(account, query))
+            elif schema and self.command == "GET":
+                self._guarded(account, lambda: self._schema(account, query.get("model")))
             else:
                 self._send_json(404, _NO_ROUTE)
         except (_ClientGone, ConnectionError):
@@ -627,6 +635,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                               "result_info": {"page": page, "per_page": per_page,
                                               "count": len(items),
                                               "total_count": len(records)}})
+
+    def _schema(self, account, model):
+        fake = self.server.fake
+        if self._before_response(fake._take_faults("schema", account, model, False), model):
+            return
+        found = fake.schema_for(model)
+        if found is None:
+            self._send_json(400, error_envelope(5007, f"No such model {model} or task"))
+            return
+        self._send_json(200, {"success": True, "result": found, "errors": [], "messages": []})
 
     def _run(self, account, model, payload):
         fake = self.server.fake
@@ -782,12 +800,13 @@ class FakeWorkersAI:
     """
 
     def __init__(self, accounts=None, models=None, openai_shaped=None, host="127.0.0.1",
-                 port=0, tls=None):
+                 port=0, tls=None, schemas=None):
         self.accounts = dict(accounts or {"acct-1": "tok-1"})
         self.models = list(models if models is not None else DEFAULT_CATALOGUE)
         self.openai_shaped = set(OPENAI_SHAPED_MODELS if openai_shaped is None
                                  else openai_shaped)
         self._by_name = {m["name"]: m for m in self.models}
+        self.schemas = dict(schemas or {})  # model -> {input, output}: overrides the families
         self._address = (host, port)
         self._tls = tls  # (certfile, keyfile): serve HTTPS, as Cloudflare does
         self._lock = threading.Lock()
@@ -876,6 +895,15 @@ class FakeWorkersAI:
                 return False
             time.sleep(0.01)
         return True
+
+    def schema_for(self, model):
+        """The ``{input, output}`` schema served for ``model`` (None: not in the catalogue)."""
+        if model in self.schemas:
+            return self.schemas[model]
+        record = self._by_name.get(model)
+        if record is None or record["task"]["name"] != "Text Generation":
+            return None
+        return families.schema_of(model, self.openai_shaped)
 
     @property
     def open_connections(self) -> int:

@@ -137,6 +137,28 @@ def test_search_sends_gateway_token(app, upstream, sleeps):
     assert upstream.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
+@pytest.mark.parametrize("body, expected", [
+    pytest.param(cf_ok({"input": {"type": "object"}, "output": {"type": "object"}}),
+                 {"input": {"type": "object"}, "output": {"type": "object"}}, id="both"),
+    pytest.param(cf_ok({"input": {"type": "object"}}), {"input": {"type": "object"}, "output": {}},
+                 id="no-output"),
+    pytest.param(cf_ok({"output": {}}), None, id="no-input"),
+    pytest.param(cf_ok([]), None, id="result-not-object"),
+])
+def test_model_schema_url_token_and_body(app, upstream, sleeps, body, expected):
+    schema_url = SEARCH_URL.replace("/search", "/schema")
+    upstream.add(responses.GET, schema_url, json=body)
+    client = app.extensions["upstream"]
+    if expected is None:
+        with pytest.raises(APIError):
+            client.model_schema(MODEL)
+    else:
+        assert client.model_schema(MODEL) == expected
+    request = upstream.calls[0].request
+    assert parse_qs(urlsplit(request.url).query) == {"model": [MODEL]}
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
 # ---------------------------------------------------------------- network failures
 
 

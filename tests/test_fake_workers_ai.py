@@ -519,3 +519,49 @@ def test_stop_ends_stalled_streams():
     assert time.monotonic() - started < 2
     assert fake.streams_aborted == 1 or fake.wait_for(lambda f: f.streams_aborted == 1, 2)
     r.close()
+
+
+# -- model schemas -----------------------------------------------------------------------------
+
+def schema(fake, model, token="tok-1"):
+    return requests.get(f"{fake.base_url}/accounts/acct-1/ai/models/schema",
+                        params={"model": model}, headers={"Authorization": f"Bearer {token}"},
+                        timeout=10)
+
+
+@pytest.mark.parametrize("model, has", [
+    pytest.param(CLASSIC, set(), id="classic-none"),
+    pytest.param("@cf/meta/llama-3.3-70b-instruct-fp8-fast", {"tools", "response_format"},
+                 id="classic-tools"),
+    pytest.param("@cf/mistralai/mistral-small-3.1-24b-instruct", {"tools", "guided_json"},
+                 id="guided-json"),
+    pytest.param(OPENAI, {"tools", "tool_choice", "stop", "response_format", "n"}, id="openai"),
+])
+def test_model_schema_per_family(fake, model, has):
+    r = schema(fake, model)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["success"] is True and set(body["result"]) == {"input", "output"}
+    messages = [b for b in body["result"]["input"]["oneOf"] if "messages" in b["properties"]]
+    assert has <= set(messages[0]["properties"])
+    assert not ({"tools", "stop", "response_format", "image"} - has) & set(
+        messages[0]["properties"])
+
+
+def test_model_schema_unknown_model_and_auth(fake):
+    r = schema(fake, "@cf/nobody/nothing")
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == 5007
+    assert schema(fake, "@cf/baai/bge-base-en-v1.5").status_code == 400
+    assert schema(fake, CLASSIC, token="bad").status_code == 401
+
+
+def test_model_schema_faults_and_overrides(fake):
+    fake.add_fault("http500", model=CLASSIC)
+    assert schema(fake, CLASSIC).status_code == 500
+    assert schema(fake, CLASSIC).status_code == 200
+    fake.schemas[CLASSIC] = {"input": {"type": "object"}, "output": {}}
+    try:
+        assert schema(fake, CLASSIC).json()["result"]["input"] == {"type": "object"}
+    finally:
+        fake.schemas.clear()
+    assert fake.requests[-1].query == {"model": CLASSIC}

@@ -137,11 +137,11 @@ def test_list_keeps_allowed_model_missing_from_catalogue(client, auth, catalogue
 @pytest.mark.parametrize("config_class", [TestConfig, AllModels])
 def test_list_is_cached_across_requests(client, auth, catalogue):
     first = client.get("/v1/models", headers=auth).get_json()
-    calls = len(catalogue.calls)
+    calls = len(search_calls(catalogue))
     second = client.get("/v1/models", headers=auth).get_json()
-    client.get(f"/v1/models/{MODEL}", headers=auth)
+    client.get(f"/v1/models/{MODEL}", headers=auth)  # reads the model's schema, not the list
     assert second == first
-    assert len(catalogue.calls) == calls
+    assert len(search_calls(catalogue)) == calls
 
 
 def test_list_needs_key(client, catalogue):
@@ -171,7 +171,35 @@ def test_retrieve_returns_one_model(client, auth, catalogue, model_id):
 
 def test_retrieve_matches_list_entry(client, auth, catalogue):
     listed = client.get("/v1/models", headers=auth).get_json()["data"][0]
-    assert client.get(f"/v1/models/{listed['id']}", headers=auth).get_json() == listed
+    retrieved = client.get(f"/v1/models/{listed['id']}", headers=auth).get_json()
+    del retrieved["metadata"]["capabilities"]  # only the single-model answer reads the schema
+    assert retrieved == listed
+
+
+SCHEMA_URL = SEARCH_URL.replace("/search", "/schema")
+
+
+def test_retrieve_shows_capabilities_from_the_model_schema(client, auth, catalogue):
+    from tests.fake_model_families import openai
+    catalogue.add(responses.GET, SCHEMA_URL, json=cf_ok(openai(vision=True)))
+    body = client.get(f"/v1/models/{GEMMA}", headers=auth).get_json()
+    assert body["metadata"]["capabilities"] == {
+        "tools": True, "json_mode": True, "stop": True, "vision": True, "reasoning": True,
+        "streaming": True}
+    schema_calls = [c for c in catalogue.calls if "/ai/models/schema" in c.request.url]
+    assert len(schema_calls) == 1 and parse_qs(urlsplit(
+        schema_calls[0].request.url).query) == {"model": [GEMMA]}
+    client.get(f"/v1/models/{GEMMA}", headers=auth)
+    assert len([c for c in catalogue.calls if "/ai/models/schema" in c.request.url]) == 1
+
+
+def test_retrieve_without_readable_schema_shows_what_is_known(client, auth, catalogue):
+    catalogue.add(responses.GET, SCHEMA_URL, status=500, body="oops")
+    rv = client.get(f"/v1/models/{GEMMA}", headers=auth)
+    assert rv.status_code == 200
+    assert rv.get_json()["metadata"]["capabilities"] == {
+        "tools": False, "json_mode": False, "stop": True, "vision": False,
+        "reasoning": True, "streaming": True}
 
 
 @pytest.mark.parametrize("config_class, model_id", [

@@ -116,6 +116,13 @@ class ModelCatalogue:
             raise self._last_error.with_traceback(None)
         return self._records
 
+    def record(self, name):
+        """The catalogue record of one model, or None (unknown, or the catalogue unreachable)."""
+        try:
+            return self.records().get(name)
+        except APIError:
+            return None
+
     def entries(self):
         """The `/v1/models` entries, in catalogue order or allow-list order."""
         records = self.records()

@@ -208,6 +208,19 @@ class UpstreamClient:
                 break
         return records
 
+    def model_schema(self, model):
+        """One model's `{"input": ..., "output": ...}` JSON schemas from `ai/models/schema`."""
+        def attempt(account):
+            response = self._send(account, "GET", "models/schema", params={"model": model})
+            self.check(response, model)
+            return self.checked_body(response, model)
+        body = self.call(attempt)
+        result = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(result, dict) or not isinstance(result.get("input"), dict):
+            raise UpstreamError("Workers AI answered the model schema with an unreadable body.")
+        output = result.get("output")
+        return {"input": result["input"], "output": output if isinstance(output, dict) else {}}
+
     def _search_page(self, account, params):
         response = self._send(account, "GET", "models/search", params=params)
         self.check(response)

@@ -15,5 +15,8 @@ def list_models():
 
 @bp.get("/models/<path:model_id>")
 def retrieve_model(model_id):
-    """One model entry, or 404 model_not_found."""
-    return json_response(current_app.extensions["catalogue"].entry(model_id))
+    """One model entry with what its schema says it can do, or 404 model_not_found."""
+    entry = current_app.extensions["catalogue"].entry(model_id)
+    capabilities = current_app.extensions["model_schemas"].capabilities(model_id)
+    entry["metadata"]["capabilities"] = capabilities.summary()
+    return json_response(entry)
