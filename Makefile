@@ -30,8 +30,13 @@ $(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	touch $@
 
+# BASE=<git ref> also runs that commit's gateway (its own worktree and virtualenv, cached
+# under bench/.base) in the same rounds and reports every figure with the ratio current/base.
+BASE ?=
+BENCH_BASE := $(if $(BASE),--base $(BASE))
+
 bench: $(VENV)/.bench
-	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/run.py $(BENCH_BASE) $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.bench
-	$(PY) bench/run.py --quick $(BENCH_ARGS)
+	$(PY) bench/run.py --quick $(BENCH_BASE) $(BENCH_ARGS)

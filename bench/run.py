@@ -44,6 +44,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 import common  # noqa: E402
+import compare  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -118,11 +119,11 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def settings_read_by_gateway():
+def settings_read_by_gateway(root=ROOT):
     """Every environment variable name the gateway's sources read (found by a regex)."""
     names = set()
     pattern = re.compile(r'(?:environ\.get|getenv|environ\[|_env|_csv)\(?\s*"([A-Z][A-Z0-9_]+)"')
-    for path in (ROOT / "config.py", ROOT / "gunicorn.conf.py", *sorted(ROOT.glob("gateway/**/*.py"))):
+    for path in (root / "config.py", root / "gunicorn.conf.py", *sorted(root.glob("gateway/**/*.py"))):
         try:
             names.update(pattern.findall(path.read_text(encoding="utf-8")))
         except OSError:
@@ -208,11 +209,15 @@ def start_fake(python, log_dir):
     return process, port
 
 
-def start_gateway(python, fake_port, workers, log_dir, extra_env, log_name="gateway.log"):
+def start_gateway(python, fake_port, workers, log_dir, extra_env, log_name=None, root=ROOT,
+                  name="gateway"):
+    """The gateway of the source tree `root` (the base's with --base), as `name`."""
     port = free_port()
+    own = "" if name == "gateway" else f"-{name}"  # the current gateway keeps the old file names
     env = {k: v for k, v in os.environ.items() if k not in GATEWAY_SETTINGS}
-    env.update({name: "" for name in (*GATEWAY_SETTINGS, *settings_read_by_gateway(),
-                                      *dotenv_keys(ROOT / ".env"))})
+    env.update({setting: "" for setting in (*GATEWAY_SETTINGS, *settings_read_by_gateway(root),
+                                            *settings_read_by_gateway(ROOT),
+                                            *dotenv_keys(ROOT / ".env"))})
     env.update({
         "API_KEYS": common.API_KEY,
         "CLOUDFLARE_ACCOUNT_ID": common.ACCOUNT,
@@ -226,17 +231,18 @@ def start_gateway(python, fake_port, workers, log_dir, extra_env, log_name="gate
         "UPSTREAM_POOL_SIZE": "2000",
         "PYTHONUNBUFFERED": "1",
         # Where the workers' Prometheus files go (gunicorn.conf.py empties it at start).
-        "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "prometheus"),
+        "PROMETHEUS_MULTIPROC_DIR": str(log_dir / f"prometheus{own}"),
         # gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl),
         # shared with every other gunicorn on the machine: give this one its own.
-        "GUNICORN_CMD_ARGS": f"--control-socket {log_dir / 'gunicorn.ctl'}",
+        "GUNICORN_CMD_ARGS": f"--control-socket {log_dir / f'gunicorn{own}.ctl'}",
     })
-    env.update(extra_env)
+    env.update({**extra_env, "GUNICORN_CMD_ARGS": " ".join(
+        filter(None, (env["GUNICORN_CMD_ARGS"], extra_env.get("GUNICORN_CMD_ARGS"))))})
     gunicorn = Path(python).with_name("gunicorn")
-    log = open(log_dir / log_name, "wb")
-    process = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT,
+    log = open(log_dir / (log_name or f"{name}.log"), "wb")
+    process = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py", "app:app"], cwd=root,
                                env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_healthy(port, process, "the gateway")
+    wait_healthy(port, process, f"the {name} gateway")
     deadline = time.monotonic() + 20
     while len(children(process.pid)) < workers and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -362,8 +368,8 @@ def profile_workers(workers, duration, out_dir, label, native=False):
 
 
 def one_round(ctx, scenario, target, duration, round_no, seed_base):
-    """One load-generator run against `target` ("direct" or "gateway")."""
-    port = ctx["fake_port"] if target == "direct" else ctx["gateway_port"]
+    """One load-generator run against `target` ("direct", "gateway" or, with --base, "base")."""
+    port = ctx["fake_port"] if target == "direct" else ctx[f"{target}_port"]
     out_path = ctx["out_dir"] / f"raw-{scenario.key}-{target}-{round_no}.json"
     args = scenario.load_args(duration) + ["--seed-base", str(seed_base)]
     hard = duration + 120 + 30
@@ -378,14 +384,15 @@ def one_round(ctx, scenario, target, duration, round_no, seed_base):
         result["other_cpu"] = machine_busy_seconds() - busy0 - result["fake_cpu"] - result["cpu"]
         result["peak_streams"] = fake_stats(ctx["fake_port"])["streams_peak"]
         return result
-    master = ctx["gateway"].pid
+    master = ctx[target].pid
     workers = children(master)
     sampler = MemorySampler(master)
     sampler.sample()
     spies = []
     if scenario.key in ctx["profile"]:
-        spies = profile_workers(workers, duration, ctx["out_dir"], f"{scenario.key}-{round_no}",
-                                native=ctx["native"])
+        label = f"{scenario.key}-{round_no}" if target == "gateway" else \
+            f"{scenario.key}-{target}-{round_no}"
+        spies = profile_workers(workers, duration, ctx["out_dir"], label, native=ctx["native"])
     cpu0 = cpu_seconds([master, *workers])
     sys0 = cpu_seconds([master, *workers], kernel_only=True)
     per_worker0 = [cpu_seconds([pid]) for pid in workers]
@@ -417,14 +424,21 @@ def one_round(ctx, scenario, target, duration, round_no, seed_base):
 
 
 class GatewayDied(Exception):
-    pass
+    def __init__(self, message, name="gateway"):
+        super().__init__(message)
+        self.name = name
 
 
 def run_scenario(ctx, scenario, duration, rounds, seed):
-    """All rounds of one scenario, alternating the two paths; (results by path, next seed)."""
-    results = {"direct": [], "gateway": []}
+    """All rounds of one scenario, alternating the paths; (results by path, next seed)."""
+    paths = ctx.get("paths", ("direct", "gateway"))
+    results = {path: [] for path in paths}
     for round_no in range(1, rounds + 1):
-        order = ("direct", "gateway") if round_no % 2 else ("gateway", "direct")
+        if len(paths) == 2:
+            order = ("direct", "gateway") if round_no % 2 else ("gateway", "direct")
+        else:  # --base: direct, current, base, each round starting one further
+            order = compare.path_order(paths, ctx.get("rounds_run", 0))
+        ctx["rounds_run"] = ctx.get("rounds_run", 0) + 1
         for target in order:
             result = one_round(ctx, scenario, target, duration, round_no, seed)
             seed += result["ok"] + result["failed"] + 1
@@ -434,9 +448,10 @@ def run_scenario(ctx, scenario, duration, rounds, seed):
                   f"{result['failed']} failed, {result['throughput']:.0f} req/s, "
                   f"p50 {percentile(samples, 0.5) or 0:.2f} ms", flush=True)
             time.sleep(0.5)  # let closed connections and timers settle
-            if ctx["gateway"].poll() is not None:
-                raise GatewayDied(f"the gateway exited with {ctx['gateway'].returncode} "
-                                  f"(something sent it a signal?)")
+            for name in paths[1:]:
+                if ctx[name].poll() is not None:
+                    raise GatewayDied(f"the {name} gateway exited with {ctx[name].returncode} "
+                                      f"(something sent it a signal?)", name)
     return results, seed
 
 
@@ -512,8 +527,8 @@ def table(summary):
             "peak RSS, all |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for scenario in summary["scenarios"]:
-        direct, gateway = scenario["direct"], scenario["gateway"]
-        for path, data in (("direct", direct), ("gateway", gateway)):
+        direct = scenario["direct"]
+        for path, data in ((p, scenario[p]) for p in ("direct", "gateway", "base") if p in scenario):
             cells = [scenario["title"] if path == "direct" else "", path, str(data["ok"]),
                      str(data["failed"])]
             if path == "direct":
@@ -528,7 +543,7 @@ def table(summary):
                         cells.append(fmt_ms(value) if value is not None else "–")
                     else:
                         cells.append(vs(value, direct[metric][q]) if value is not None else "–")
-            if path == "gateway":
+            if path != "direct":
                 per_1k = data["gateway_cpu_per_1k"]
                 cells += [f"{per_1k:.2f}" if per_1k is not None else "–",
                           f"{data['peak_rss_worker'] / MIB:.0f} MiB",
@@ -595,20 +610,22 @@ def report(summary):
     env = summary["environment"]
     failures = []
     for scenario in summary["scenarios"]:
-        for path in ("direct", "gateway"):
+        for path in ("direct", "gateway", "base"):
+            if path not in scenario:
+                continue
             for reason, count in scenario[path]["failures"].items():
                 failures.append(f"- {scenario['title']}, {path}: {count} × {reason}")
             if scenario[path].get("workers_restarted"):
-                failures.append(f"- {scenario['title']}: a gateway worker was restarted")
+                failures.append(f"- {scenario['title']}: a {path} worker was restarted")
     load = ["| scenario | load generator, direct / gateway | fake, direct / gateway | "
             "gateway (all processes) | of which in the kernel | CPU s per worker, per round | "
             "peak open fds per worker | most upstream streams open at once, direct / gateway | "
             "everything else on the machine, direct / gateway |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for scenario in summary["scenarios"]:
-        d, g = scenario["direct"], scenario["gateway"]
+    for scenario, title, g in _gateway_rounds(summary):
+        d = scenario["direct"]
         if d["wall"] and g["wall"]:
-            load.append(f"| {scenario['title']} | {100 * d['cpu'] / d['wall']:.0f}% / "
+            load.append(f"| {title} | {100 * d['cpu'] / d['wall']:.0f}% / "
                         f"{100 * g['cpu'] / g['wall']:.0f}% | {100 * d['fake_cpu'] / d['wall']:.0f}%"
                         f" / {100 * g['fake_cpu'] / g['wall']:.0f}% | "
                         f"{100 * g['gateway_cpu'] / g['wall']:.0f}% | "
@@ -627,6 +644,7 @@ def report(summary):
         table(summary),
         "",
         targets(summary),
+        *compare.report(summary),
         "",
         "Failures: " + ("none" if not failures else "\n" + "\n".join(failures)),
         *([f"\nThe gateway was stopped from outside {summary['restarts']} time(s) during the run; "
@@ -636,6 +654,14 @@ def report(summary):
         "",
         *load,
     ])
+
+
+def _gateway_rounds(summary):
+    """(scenario, title, figures) of each gateway measured: the current one, and the base."""
+    for scenario in summary["scenarios"]:
+        yield scenario, scenario["title"], scenario["gateway"]
+        if "base" in scenario:
+            yield scenario, f"{scenario['title']}, base {summary['base']['short']}", scenario["base"]
 
 
 def revision():
@@ -673,6 +699,9 @@ def main(argv=None):
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra gateway setting, e.g. --env KEEPALIVE=30")
     parser.add_argument("--out-dir", default=str(BENCH / "results"))
+    parser.add_argument("--base", metavar="REF", help="also run the gateway of this git commit "
+                        "(built in a temporary worktree, virtualenv cached under bench/.base) "
+                        "and report every figure with the ratio current / base")
     args = parser.parse_args(argv)
 
     if args.scenarios is None:
@@ -698,8 +727,7 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     given = list(sys.argv[1:] if argv is None else argv)
-    command = {(): "make bench", ("--quick",): "make bench-quick"}.get(
-        tuple(given), "python bench/run.py " + " ".join(given))
+    command = _command(given)
 
     fake = gateway = None
     warm = Scenario("warm", "warm-up", True, 40, 1, 1, 400)
@@ -711,17 +739,22 @@ def main(argv=None):
                "scenarios": []}
     started = time.monotonic()
     ctx = None
+    base = compare.BaseBuild(args.base, log=lambda text: print(text, flush=True)).open() \
+        if args.base else None
     try:
         fake, fake_port = start_fake(python, out_dir)
         gateway, gateway_port = start_gateway(python, fake_port, args.workers, out_dir, extra_env)
         ctx = {"python": python, "fake": fake, "fake_port": fake_port, "gateway": gateway,
-               "gateway_port": gateway_port, "out_dir": out_dir,
+               "gateway_port": gateway_port, "gateway_python": python, "gateway_root": ROOT,
+               "out_dir": out_dir,
                "profile": {k.strip() for k in args.profile.split(",") if k.strip()},
                "native": args.native}
+        if args.base:
+            start_base(ctx, base, args.workers, extra_env, summary)
         print(f"fake upstream on :{fake_port}, gateway on :{gateway_port} "
               f"(workers {children(gateway.pid)}); results in {out_dir}", flush=True)
         # Warm-up, not recorded: imports, connection pools, both workers.
-        for target in ("direct", "gateway"):
+        for target in ctx.get("paths", ("direct", "gateway")):
             one_round(ctx, warm, target, 1.5, 0, 10_000_000)
         seed = 0
         for scenario in (known[k] for k in keys):
@@ -736,22 +769,28 @@ def main(argv=None):
                     print(f"  {died}; restarting it and running {scenario.key} again",
                           flush=True)
                     summary["restarts"] = summary.get("restarts", 0) + 1
-                    stop(ctx["gateway"], timeout=5)
-                    ctx["gateway"], ctx["gateway_port"] = start_gateway(
-                        python, fake_port, args.workers, out_dir, extra_env,
-                        log_name=f"gateway-{summary['restarts']}.log")
+                    name = died.name
+                    stop(ctx[name], timeout=5)
+                    ctx[name], ctx[f"{name}_port"] = start_gateway(
+                        ctx[f"{name}_python"], fake_port, args.workers, out_dir, extra_env,
+                        log_name=f"{name}-{summary['restarts']}.log", root=ctx[f"{name}_root"],
+                        name=name)
                     gateway = ctx["gateway"]
-                    one_round(ctx, warm, "gateway", 1.5, 0, 10_000_000)
+                    one_round(ctx, warm, name, 1.5, 0, 10_000_000)
                     if attempt == 2:
                         raise SystemExit(
                             f"the gateway died twice during {scenario.key}") from None
             summary["scenarios"].append({
                 "key": scenario.key, "title": scenario.title, "stream": scenario.stream,
                 "clients": scenario.clients, "duration": duration,
-                "direct": merge(results["direct"]), "gateway": merge(results["gateway"])})
+                **{path: merge(rounds_of_path) for path, rounds_of_path in results.items()}})
     finally:
         stop(ctx["gateway"] if ctx else gateway, timeout=40)
+        if ctx and ctx.get("base"):
+            stop(ctx["base"], timeout=40)
         stop(fake)
+        if base is not None:
+            base.close()
     summary["elapsed"] = time.monotonic() - started
     text = report(summary)
     print()
@@ -761,6 +800,30 @@ def main(argv=None):
     latest = Path(args.out_dir) / "latest.md"
     latest.write_text(text + "\n")
     print(f"\nwritten: {out_dir / 'RESULTS.md'} (and {latest}); took {summary['elapsed']:.0f} s")
+
+
+def start_base(ctx, base, workers, extra_env, summary):
+    """--base: the other commit's gateway, next to the current one on the same fake."""
+    ctx["base"], ctx["base_port"] = start_gateway(
+        str(base.python), ctx["fake_port"], workers, ctx["out_dir"], extra_env, root=base.root,
+        name="base")
+    ctx["base_python"], ctx["base_root"] = str(base.python), base.root
+    ctx["paths"] = ("direct", "gateway", "base")
+    summary["base"] = {"ref": base.ref, "commit": base.commit, "short": base.short}
+    print(f"base gateway ({base.short}) on :{ctx['base_port']}", flush=True)
+
+
+def _command(given):
+    """How this run was started, in the words of the Makefile when it was `make bench...`."""
+    rest, base = list(given), None
+    if "--base" in rest and rest.index("--base") + 1 < len(rest):
+        at = rest.index("--base")
+        base = rest[at + 1]
+        del rest[at:at + 2]
+    make = {(): "make bench", ("--quick",): "make bench-quick"}.get(tuple(rest))
+    if make:
+        return f"{make} BASE={base}" if base else make
+    return "python bench/run.py " + " ".join(given)
 
 
 if __name__ == "__main__":
