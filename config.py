@@ -5,10 +5,13 @@ The README documents each variable; tests subclass `Config` instead of touching
 the environment.
 """
 import os
+from pathlib import Path
 
 from dotenv import load_dotenv
 
 load_dotenv()
+
+ROOT = Path(__file__).resolve().parent
 
 
 def _csv(value):
@@ -90,3 +93,8 @@ class Config:
     FORWARDED_ALLOW_IPS = _csv(_env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"))
     # Connections kept open to Cloudflare per worker (sized for concurrent streams).
     UPSTREAM_POOL_SIZE = int(_env("UPSTREAM_POOL_SIZE", "1000"))
+    # Shared state (stored keys, their limits and usage, the account pool): an SQLite file
+    # (exact across this host's workers) or redis://host:port/db (across hosts).
+    STATE_URL = _env("STATE_URL", f"sqlite:///{ROOT / 'state' / 'gateway.db'}")
+    # Seconds the gateway waits for the state store before serving without it.
+    STATE_TIMEOUT = float(_env("STATE_TIMEOUT", "0.5"))

@@ -18,17 +18,22 @@ def create_app(config_class=Config):
     """Build the gateway with the settings of `config_class`."""
     from gateway import auth, errors
     from gateway.ops import proxy, request_id, request_log
+    from gateway.ops.metrics import state_store_recovered
     from gateway.cloudflare.catalogue import ModelCatalogue
     from gateway.cloudflare.model_schemas import ModelSchemas
     from gateway.jsonio import OrjsonProvider
     from gateway.routes import chat, completions, health, metrics, models
     from gateway.cloudflare.client import MISSING_CREDENTIALS, UpstreamClient
+    from gateway.state import open_store
 
     app = Flask(__name__)
     app.config.from_object(config_class)
     app.json = OrjsonProvider(app)
     app.url_map.strict_slashes = False
 
+    # Fails at start-up, naming STATE_URL, when the store can never work (unwritable file).
+    app.extensions["state"] = open_store(app.config["STATE_URL"], app.config["STATE_TIMEOUT"])
+    state_store_recovered()  # up until a call fails
     upstream = UpstreamClient(app.config)
     if not upstream.configured:
         log.debug(MISSING_CREDENTIALS)  # gunicorn's master warns once (gunicorn.conf.py)

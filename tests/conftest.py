@@ -113,3 +113,27 @@ def upstream():
 def cf_ok(result):
     """Cloudflare's success envelope around `result`."""
     return {"result": result, "success": True, "errors": [], "messages": []}
+
+
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path, monkeypatch):
+    """Each test's app keeps its state (keys, limits, the account pool) in its own temp file."""
+    monkeypatch.setattr(TestConfig, "STATE_URL", f"sqlite:///{tmp_path}/state.db")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One real redis-server for the session (installed by apt-get when missing)."""
+    from tests.redis_server import RedisServer
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request, tmp_path):
+    """STATE_URL of an empty store of each kind: a temp SQLite file, or the test Redis."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state.db"
+    server = request.getfixturevalue("redis_server")
+    server.flush()
+    return server.url

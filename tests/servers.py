@@ -23,7 +23,7 @@ GATEWAY_SETTINGS = ("API_KEYS", "API_KEY", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_
                     "UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_READ_TIMEOUT", "UPSTREAM_POOL_SIZE",
                     "MAX_BODY_BYTES", "WORKER_CONNECTIONS", "GRACEFUL_TIMEOUT", "KEEPALIVE",
                     "ACCESS_LOG", "FORWARDED_ALLOW_IPS", "HOST", "PROXY_HOPS",
-                    "UPSTREAM_CA_BUNDLE")
+                    "UPSTREAM_CA_BUNDLE", "STATE_URL", "STATE_TIMEOUT", "ADMIN_TOKEN")
 
 
 def free_port():
@@ -55,7 +55,9 @@ def run_gateway(settings, log_path, workers=1):
     env = {key: value for key, value in os.environ.items() if key not in GATEWAY_SETTINGS}
     env.update({name: "" for name in GATEWAY_SETTINGS})
     env.update({"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers),
-                "PYTHONUNBUFFERED": "1"})
+                "PYTHONUNBUFFERED": "1",
+                # the state next to the log, never in the checkout's state/
+                "STATE_URL": f"sqlite:///{Path(log_path).resolve().with_suffix('.state.db')}"})
     env.update({key: str(value) for key, value in settings.items()})
     gunicorn = Path(sys.executable).with_name("gunicorn")
     with open(log_path, "wb") as log:

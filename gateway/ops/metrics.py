@@ -22,6 +22,21 @@ UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Failed Workers AI an
 OPEN_STREAMS = Gauge("gateway_open_streams", "Streams currently open",
                      multiprocess_mode="livesum")
 
+KEY_REQUESTS = Counter("gateway_key_requests_total", "Requests answered, per client key name",
+                       ["key_name", "status"])
+KEY_TOKENS = Counter("gateway_key_tokens_total",
+                     "Tokens reported by Cloudflare, per client key name",
+                     ["key_name", "direction"])
+RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by a key's limits",
+                       ["key_name", "limit"])
+STATE_STORE_UP = Gauge("gateway_state_store_up",
+                       "1 while the state store answers; 0 while the gateway serves without it "
+                       "(rate limits not enforced)", multiprocess_mode="livemin")
+STATE_STORE_ERRORS = Counter("gateway_state_store_errors_total",
+                             "Calls to the state store that failed")
+DEGRADED = Counter("gateway_state_degraded_requests_total",
+                   "Requests served without the state store (no rate limits)")
+
 GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions")
 
 
@@ -45,11 +60,36 @@ def observe(fields, model=""):
         TOKENS.labels("prompt", model).inc(fields["prompt_tokens"])
     if fields.get("completion_tokens"):
         TOKENS.labels("completion", model).inc(fields["completion_tokens"])
+    key_name = fields.get("key_name")
+    if key_name:
+        KEY_REQUESTS.labels(key_name, str(fields["status"])).inc()
+        if fields.get("prompt_tokens"):
+            KEY_TOKENS.labels(key_name, "prompt").inc(fields["prompt_tokens"])
+        if fields.get("completion_tokens"):
+            KEY_TOKENS.labels(key_name, "completion").inc(fields["completion_tokens"])
 
 
 def upstream_error(error):
     """Count one failed upstream attempt (retried ones too) by Cloudflare code and status."""
     UPSTREAM_ERRORS.labels(str(error.cf_code or ""), str(error.upstream_status or "")).inc()
+
+
+def rate_limited(key_name, limit):
+    """Count one request a key's limits refused."""
+    RATE_LIMITED.labels(key_name, limit).inc()
+
+
+def state_store_failed():
+    STATE_STORE_UP.set(0)
+    STATE_STORE_ERRORS.inc()
+
+
+def state_store_recovered():
+    STATE_STORE_UP.set(1)
+
+
+def served_degraded():
+    DEGRADED.inc()
 
 
 def exposition():
