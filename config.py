@@ -55,6 +55,10 @@ class Config:
     MODELS = _csv(os.environ.get("MODELS"))
     # Origins allowed by CORS, comma-separated; "*" allows any.
     CORS_ORIGINS = _csv(_env("CORS_ORIGINS", "*"))
+    # Most messages accepted in one chat request (OpenAI's own limit).
+    MAX_MESSAGES = int(_env("MAX_MESSAGES", "2048"))
+    # Most content parts accepted over all messages of one request.
+    MAX_CONTENT_PARTS = int(_env("MAX_CONTENT_PARTS", "4096"))
     # Most characters accepted in a prompt or in all message contents together.
     MAX_INPUT_CHARS = int(_env("MAX_INPUT_CHARS", "131072"))
     # max_tokens sent upstream when the client sends none.
@@ -79,14 +83,20 @@ class Config:
     STREAM_MAX_DURATION = float(_env("STREAM_MAX_DURATION", "540"))
     # Seconds of upstream silence before the client gets an SSE `: keep-alive` comment.
     STREAM_HEARTBEAT = float(_env("STREAM_HEARTBEAT", "15"))
+    # Seconds a client has to send its whole request body (slower ones get 408).
+    CLIENT_BODY_TIMEOUT = float(_env("CLIENT_BODY_TIMEOUT", "30"))
+    # Seconds a client has to take each write of an answer before the gateway closes it.
+    CLIENT_WRITE_TIMEOUT = float(_env("CLIENT_WRITE_TIMEOUT", "60"))
     # Seconds an account whose token Cloudflare refused stays out of the rotation.
     ACCOUNT_COOLDOWN = float(_env("ACCOUNT_COOLDOWN", "300"))
     # Gateway log level (debug, info, warning, error).
     LOG_LEVEL = _env("LOG_LEVEL", "info")
     # Log line format: "json" (one object per line) or "text".
     LOG_FORMAT = _env("LOG_FORMAT", "json").lower()
-    # Bearer token that /metrics requires; empty leaves /metrics open.
+    # Bearer token that opens /metrics (and /readyz's reasons) from anywhere; empty: none.
     METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+    # Addresses or networks that may read /metrics (and /readyz's reasons) without the token.
+    METRICS_ALLOW_IPS = _csv(_env("METRICS_ALLOW_IPS", "127.0.0.1,::1"))
     # Proxy hops in front of the gateway whose X-Forwarded-* headers are trusted (0: none).
     PROXY_HOPS = int(_env("PROXY_HOPS", "0"))
     # Addresses of the proxies allowed to set X-Forwarded-* ("*" for any), with PROXY_HOPS > 0.

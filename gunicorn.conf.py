@@ -5,7 +5,7 @@ worker after fork, and anything that imported ssl before that breaks (gunicorn #
 """
 import glob
 import os
-import shutil
+import re
 import tempfile
 
 from dotenv import load_dotenv
@@ -19,7 +19,8 @@ worker_class = "gevent"
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or "4000")
 # With gevent the heartbeat comes from the worker loop: this is liveness, not request length.
 timeout = 30
-# Seconds open streams get to finish after SIGTERM before the worker exits.
+# Seconds open streams get to finish after SIGTERM before the worker is killed; streams still
+# open 2 s before that end with a `server_shutting_down` error event (gateway.ops.shutdown).
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT") or "30")
 keepalive = int(os.environ.get("KEEPALIVE") or "5")
 preload_app = False  # the app must be imported after gevent's monkey-patching
@@ -30,15 +31,27 @@ loglevel = (os.environ.get("LOG_LEVEL") or "info").lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 
 
+# The files prometheus_client's multiprocess mode writes: counter_<pid>.db,
+# gauge_livesum_<pid>.db, histogram_<pid>.db, ... Nothing else in the folder is ours.
+METRIC_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
+
+
 def on_starting(server):
-    """Give the workers a fresh shared folder for Prometheus' multiprocess metrics."""
+    """Give the workers a clean shared folder for Prometheus' multiprocess metrics.
+
+    A folder the operator named may hold other files (PROMETHEUS_MULTIPROC_DIR=/tmp):
+    only the metric files of an earlier run are removed, never anything else.
+    """
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         folder = tempfile.mkdtemp(prefix="cf-ai-endpoint-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
-        os.makedirs(folder, exist_ok=True)
+        return
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if METRIC_FILE.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
 
 
 def child_exit(server, worker):
@@ -61,7 +74,12 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """Move the loaded app out of the garbage collector's way: fewer objects to scan on
-    every collection of a busy worker (about 3% of its CPU in bench/ profiles)."""
+    every collection of a busy worker (about 3% of its CPU in bench/ profiles). And on
+    SIGTERM, end streams still open shortly before GRACEFUL_TIMEOUT runs out with an error
+    event, rather than have them cut (gateway.ops.shutdown; the app is loaded by now)."""
     import gc
 
+    from gateway.ops import shutdown
+
+    shutdown.install(worker)
     gc.freeze()

@@ -7,7 +7,6 @@ is per worker and gevent-aware.
 import logging
 
 from flask import Flask
-from flask_cors import CORS
 
 from config import Config
 
@@ -17,7 +16,7 @@ log = logging.getLogger(__name__)
 def create_app(config_class=Config):
     """Build the gateway with the settings of `config_class`."""
     from gateway import auth, errors
-    from gateway.ops import proxy, request_id, request_log
+    from gateway.ops import client_io, cors, proxy, request_id, request_log
     from gateway.ops.metrics import state_store_recovered
     from gateway.cloudflare.catalogue import ModelCatalogue
     from gateway.cloudflare.model_schemas import ModelSchemas
@@ -43,13 +42,12 @@ def create_app(config_class=Config):
     app.extensions["model_schemas"] = ModelSchemas(upstream, app.config["MODELS_CACHE_TTL"],
                                                    catalogue)
 
-    CORS(app, origins=app.config["CORS_ORIGINS"], methods=["GET", "POST", "OPTIONS"],
-         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-         expose_headers=["X-Request-ID"], max_age=600)
+    cors.init_app(app)
     request_id.init_app(app)
     request_log.init_app(app)
     auth.init_app(app)
     errors.register_error_handlers(app)
+    client_io.init_app(app)
     proxy.init_app(app)
 
     app.register_blueprint(health.bp)

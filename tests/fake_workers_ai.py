@@ -105,7 +105,7 @@ ERROR_TABLE = {
 
 RESPONSE_FAULTS = {"error", "http500", "html", "success_false", "invalid_json", "redirect"}
 STREAM_FAULTS = {"stall", "reset", "malformed_event", "error_event", "json_for_stream", "split",
-                 "numeric_content", "repeat_finish", "double_done", "crlf"}
+                 "numeric_content", "repeat_finish", "double_done", "crlf", "slow_close"}
 NON_STREAM_FAULTS = {"response_text", "unwrapped"}
 FAULT_KINDS = RESPONSE_FAULTS | STREAM_FAULTS | NON_STREAM_FAULTS | {"slow_first_byte"}
 _INJECTED = ("stall", "reset", "malformed_event", "error_event")  # act "after N events"
@@ -704,8 +704,12 @@ class _StreamResponse:
             self.fake._count("streams_aborted")
             return
         try:
+            if "slow_close" in self.faults:  # [DONE] went out; the body's end comes later
+                handler._pause(self.faults["slow_close"].get("delay", 1.0))
             handler.wfile.write(b"0\r\n\r\n")  # last chunk: the body is complete
-        except OSError:  # the client had every event already; still a completed stream
+            handler.wfile.flush()
+            self.fake._count("bodies_ended")
+        except (OSError, _ClientGone):  # the client had every event already: still completed
             handler.close_connection = True
 
     def _mark_completed(self):
@@ -792,7 +796,9 @@ class FakeWorkersAI:
       ``after`` events, then the end of the body without ``[DONE]``), ``json_for_stream``
       (the non-stream JSON reply), ``split`` (1-7 byte chunks; ``seed``), ``numeric_content``
       (integer tokens sent as JSON numbers), ``repeat_finish`` (OpenAI-shaped finish chunk
-      twice), ``double_done``, ``crlf``.
+      twice), ``double_done``, ``crlf``, ``slow_close`` (``delay`` seconds, default 1.0,
+      between ``[DONE]`` and the end of the chunked body; ``bodies_ended`` counts the stream
+      bodies whose end was written).
 
     A request takes at most one fault of each kind, in the order they were added, and at most
     one response-replacing fault (with which only ``slow_first_byte`` is also taken).  A fault
@@ -879,6 +885,7 @@ class FakeWorkersAI:
             self.token_delay = 0.0
             self.first_byte_delay = 0.0
             self.streams_started = self.streams_completed = self.streams_aborted = 0
+            self.bodies_ended = 0
 
     def add_fault(self, kind: str, times: int | None = 1, account=None, model=None, **opts):
         """Queue a fault for the next ``times`` matching requests (None = forever)."""

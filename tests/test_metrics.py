@@ -222,3 +222,41 @@ def test_metrics_token_is_not_an_api_key(client, upstream):
     rv = client.post(CHAT, json=BODY, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert rv.status_code == 401
     assert len(upstream.calls) == 0
+
+
+# ---------------------------------------------------------------- METRICS_ALLOW_IPS
+
+
+class ElsewhereOnly(TestConfig):
+    METRICS_ALLOW_IPS = ["10.1.0.0/16"]
+
+
+@pytest.mark.parametrize("remote, status", [
+    pytest.param("127.0.0.1", 200, id="loopback"),
+    pytest.param("::1", 200, id="loopback-v6"),
+    pytest.param("203.0.113.9", 403, id="public-address"),
+    pytest.param("10.0.0.5", 403, id="private-address"),
+])
+def test_metrics_without_token_answer_only_the_allowed_addresses(client, remote, status):
+    """No METRICS_TOKEN: /metrics answers only METRICS_ALLOW_IPS (default loopback)."""
+    rv = client.get("/metrics", environ_base={"REMOTE_ADDR": remote}, buffered=True)
+    assert rv.status_code == status, rv.get_data(as_text=True)
+    if status != 200:
+        validate_error(rv.get_json())
+        assert "gateway_requests_total" not in rv.get_data(as_text=True)
+        assert "METRICS_ALLOW_IPS" in rv.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("config_class", [ElsewhereOnly])
+def test_metrics_allow_ips_takes_networks(client):
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz"])
+@pytest.mark.parametrize("method", ["get", "options"])
+def test_operational_routes_send_no_cors_headers(client, upstream, path, method):
+    upstream.add(responses.GET, SEARCH_URL, json=cf_ok([]))
+    rv = getattr(client, method)(path, headers={"Origin": "https://evil.example",
+                                                "Access-Control-Request-Method": "GET"})
+    assert not [h for h in rv.headers.keys() if h.lower().startswith("access-control-")]

@@ -313,3 +313,29 @@ def test_readyz_needs_no_key(client, catalogue):
     rv = client.get("/readyz", headers={"Authorization": "Bearer wrong"})
     assert rv.status_code == 200
     assert KEY not in rv.get_data(as_text=True)
+
+
+class ReadyzToken(TestConfig):
+    METRICS_TOKEN = "readyz-metrics-token-5q"
+
+
+@pytest.mark.parametrize("config_class", [ReadyzToken])
+@pytest.mark.parametrize("remote, headers, reasons", [
+    pytest.param("203.0.113.9", {}, False, id="anonymous"),
+    pytest.param("203.0.113.9", {"Authorization": "Bearer wrong"}, False, id="wrong-token"),
+    pytest.param("203.0.113.9", {"Authorization": "Bearer readyz-metrics-token-5q"}, True,
+                 id="metrics-token"),
+    pytest.param("127.0.0.1", {}, True, id="loopback"),
+])
+def test_anonymous_readyz_says_only_ready_or_not(client, upstream, caplog, remote, headers,
+                                                 reasons):
+    """Why the gateway is not ready is for its operator: the log, loopback, the metrics token."""
+    upstream.add(responses.GET, SEARCH_URL, body=requests.ConnectionError("down"))
+    with caplog.at_level("WARNING", logger="gateway"):
+        rv = client.get("/readyz", headers=headers, environ_base={"REMOTE_ADDR": remote})
+    assert rv.status_code == 503
+    assert rv.get_json()["status"] == "unavailable"
+    assert ("reasons" in rv.get_json()) is reasons
+    assert "catalogue" not in rv.get_data(as_text=True) or reasons
+    assert any("not ready" in r.getMessage() and "catalogue" in r.getMessage()
+               for r in caplog.records)

@@ -277,6 +277,17 @@ def test_client_request_id_passes_through_nginx(proxied):
     assert log_records(proxied, "trace-42")
 
 
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/", "//metrics", "/metrics?format=x",
+                                  "/%6detrics"])
+def test_nginx_does_not_expose_metrics(proxied, path):
+    """Behind nginx every request comes from loopback, which METRICS_ALLOW_IPS trusts."""
+    rv = requests.get(f"{proxied.url}{path}", timeout=10)
+    assert rv.status_code == 404, rv.text
+    validate_error(rv.json())
+    assert "gateway_" not in rv.text
+    assert requests.get(f"{proxied.gateway_url}/metrics", timeout=10).status_code == 200
+
+
 # ------------------------------------------------------------------------------------------
 # Body limits: the gateway's JSON 413, and nginx's own limit answering JSON too
 # ------------------------------------------------------------------------------------------

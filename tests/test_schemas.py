@@ -419,3 +419,34 @@ def test_completion_forwards_prompt(client, auth, run, prompt):
     assert rv.status_code == 200, rv.get_data(as_text=True)
     validate_completion(rv.get_json())
     assert forwarded(run) == {"prompt": "Once upon a time", "max_tokens": 256, "temperature": 0.6}
+
+
+# ---------------------------------------------------------------- MAX_MESSAGES
+
+
+@pytest.mark.parametrize("messages", [
+    pytest.param([{"role": "user", "content": ""}] * 2049, id="2049-messages"),
+    pytest.param([{"role": "user", "content": "x"}] * 31000, id="31000-messages"),
+    pytest.param([{"role": "user", "content": [{"type": "text", "text": "a"}] * 4097}],
+                 id="4097-content-parts"),
+    pytest.param([{"role": "user", "content": [{"type": "text", "text": "a"}] * 3}] * 1500,
+                 id="4500-parts-over-messages"),
+])
+def test_too_many_messages_are_refused_before_validation(client, auth, upstream, monkeypatch,
+                                                         messages):
+    """MAX_MESSAGES (2,048, OpenAI's limit) and MAX_CONTENT_PARTS cap a request before
+    marshmallow runs: validating tens of thousands of messages blocks the worker."""
+    import schemas
+
+    def never(*args, **kwargs):
+        raise AssertionError("marshmallow ran on an oversized request")
+
+    monkeypatch.setattr(schemas.chat_request, "load", never)
+    rv = client.post(CHAT, json=chat(messages=messages), headers=auth)
+    assert_refused(rv, upstream, "messages", code="array_above_max_length")
+
+
+def test_max_messages_allows_openais_limit(client, auth, run):
+    rv = client.post(CHAT, json=chat(messages=[{"role": "user", "content": "x"}] * 2048),
+                     headers=auth)
+    assert rv.status_code == 200, rv.get_data(as_text=True)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.openai.sse import SSEDecoder
+from gateway.openai.sse import KEEP_ALIVE, SSEDecoder
 from gateway.openai.stream_translate import StreamFault, StreamTranslator
 from gateway.openai.streaming import client_gone, relay
 from tests.openai_spec import validate_chat_chunk, validate_completion_chunk, validate_error
@@ -150,9 +150,21 @@ def test_stream_ignores_comments_and_other_fields():
     assert run([noisy]) == run([CLASSIC])
 
 
-def test_stream_without_done_still_ends_properly():
-    cut = CLASSIC[: CLASSIC.index(b"data: [DONE]")]
-    assert run([cut]) == run([CLASSIC])
+@pytest.mark.parametrize("cut_at", [
+    pytest.param(b"data: [DONE]", id="closing-event-then-eof"),
+    pytest.param(b'data: {"response":"","usage"', id="eof-mid-event"),
+])
+def test_stream_without_done_ends_with_one_error_event(cut_at):
+    """Workers AI always ends with [DONE]: an upstream that stops before it (connection
+    closed, chunked body ended early) is a broken stream, not a complete one."""
+    cut = CLASSIC[: CLASSIC.index(cut_at)]
+    chunks = events(run([cut]))
+    errors = [c for c in chunks if isinstance(c, dict) and "error" in c]
+    assert len(errors) == 1 and chunks[-1] is errors[0] and "[DONE]" not in chunks
+    validate_error(errors[0])
+    assert "[DONE]" in errors[0]["error"]["message"]
+    assert not [c for c in chunks[:-1] if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert content_of(chunks[:-1]) == "Héllo wörld 😀42"
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -288,3 +300,51 @@ def test_client_gone_cannot_peek_a_tls_socket_and_says_no():
 def test_a_null_error_field_is_not_a_fault():
     chunks = translator().feed(b'{"choices":[{"delta":{"content":"a"}}],"error":null}')
     assert chunks[0]["choices"][0]["delta"]["content"] == "a"
+
+
+class _SteppingClock:
+    """A monotonic clock that moves on by one second at every upstream read."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.perf_counter = __import__("time").perf_counter
+
+    def monotonic(self):
+        return self.now
+
+
+class _TimedRaw(FakeRaw):
+    def __init__(self, pieces, clock):
+        super().__init__(pieces)
+        self.clock = clock
+
+    def read1(self, amt, decode_content=True):
+        self.clock.now += 1.0
+        return super().read1(amt, decode_content)
+
+
+REASONING = b'data: {"choices":[{"delta":{"reasoning_content":"hmm"},"index":0}]}\n\n'
+
+
+@pytest.mark.parametrize("filler", [
+    pytest.param([b'data: {"response":""}\n\n'] * 30, id="empty-response-events"),
+    pytest.param([REASONING] * 30, id="reasoning-only"),
+    pytest.param([b'data: {"response":"'] + [b"x" * 100] * 30 + [b'"}\n\n'], id="endless-line"),
+])
+def test_heartbeat_counts_what_the_client_received(monkeypatch, filler):
+    """Upstream bytes that give the client nothing do not reset the heartbeat clock: the
+    client hears something at least every STREAM_HEARTBEAT (here 3 s of a stepped clock)."""
+    from gateway.openai import streaming
+    clock = _SteppingClock()
+    monkeypatch.setattr(streaming, "time", clock)
+    response = FakeResponse([])
+    response.raw = _TimedRaw([*filler, CLASSIC], clock)
+    heard = []
+    for out in relay(response, translator(), heartbeat=3.0, idle_timeout=600, max_duration=600):
+        heard.append((clock.now, out))
+    times = [when for when, _ in heard]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert max(gaps) <= 4.0, gaps
+    raw = b"".join(out for _, out in heard)
+    assert raw.count(KEEP_ALIVE) >= 5 or b"hmm" in raw  # a gateway may relay reasoning
+    assert events(raw.replace(KEEP_ALIVE, b""))[-1] == "[DONE]"

@@ -67,6 +67,30 @@ def _read_body():
     return raw
 
 
+def check_counts(body):
+    """Refuse oversized message lists before marshmallow spends a worker's time on them.
+
+    Validation costs tens of microseconds per message and blocks every stream of the
+    worker meanwhile; OpenAI itself caps `messages` at 2,048 items.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return
+    config = current_app.config
+    if len(messages) > config["MAX_MESSAGES"]:
+        raise InvalidRequestError(
+            f"Invalid 'messages': array too long. Expected an array with maximum length "
+            f"{config['MAX_MESSAGES']}, but got an array with length {len(messages)} instead.",
+            param="messages", code="array_above_max_length")
+    parts = sum(len(message["content"]) for message in messages
+                if isinstance(message, dict) and isinstance(message.get("content"), list))
+    if parts > config["MAX_CONTENT_PARTS"]:
+        raise InvalidRequestError(
+            f"Invalid 'messages': {parts} content parts in all; this gateway accepts at most "
+            f"{config['MAX_CONTENT_PARTS']} (MAX_CONTENT_PARTS).",
+            param="messages", code="array_above_max_length")
+
+
 def validate(schema, body):
     """Load `body` with `schema`; the first error becomes a 400 naming its field."""
     try:
@@ -88,7 +112,9 @@ def _check_length(data):
 
 def generate(kind, schema, build_payload, build_response):
     """Serve one chat or text completion request, streamed or not."""
-    data = validate(schema, parse_body())
+    body = parse_body()
+    check_counts(body)
+    data = validate(schema, body)
     stats = current_stats()
     stats.model, stats.stream = data["model"], data["stream"]
     _check_length(data)

@@ -2,25 +2,29 @@
 
 The relaying greenlet reads the upstream body itself, one read at a time with a
 timeout (`gateway.cloudflare.body`), so between reads it can send the client
-`: keep-alive` comments while Cloudflare is silent (nginx and browsers cut silent
-streams), enforce the idle timeout and the stream's total duration (a read timeout is
-not a deadline), and notice within about a second a client that went away even when
-nothing is being written. Any fault after the first byte becomes exactly one
-`data: {"error": ...}` event, and the upstream connection is always released: back to
-the pool after a complete body, closed otherwise (also when the client goes away and
-the server closes this generator).
+`: keep-alive` comments whenever the client got nothing for STREAM_HEARTBEAT (nginx,
+Heroku's router and load balancers cut silent connections; upstream bytes that produce
+nothing for the client do not count), enforce the idle timeout, the stream's total
+duration (a read timeout is not a deadline) and a worker shutdown, and notice within
+about a second a client that went away even when nothing is being written. Any fault
+after the first byte, an upstream that ends without `[DONE]` included, becomes exactly
+one `data: {"error": ...}` event, and the upstream connection is always released: back
+to the pool after a complete body, closed otherwise (also when the client goes away
+and the server closes this generator).
 """
 import logging
 import select
 import socket
 import time
 
+import gevent
 import requests
 import urllib3
 from gevent import monkey
 
-from gateway.ops import metrics
-from gateway.errors import UpstreamError, UpstreamTimeoutError, error_body
+from gateway.ops import metrics, shutdown
+from gateway.errors import (ServiceUnavailableError, UpstreamError, UpstreamTimeoutError,
+                            error_body)
 from gateway.ops.request_log import RequestStats
 from gateway.openai.sse import DONE, KEEP_ALIVE, SSEDecoder, SSEFormatError, encode
 from gateway.openai.stream_translate import StreamFault, malformed_event
@@ -29,7 +33,7 @@ from gateway.cloudflare.body import BodyFormatError, open_body
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 1.0  # seconds between client-liveness checks while upstream is silent
-DRAIN_TIMEOUT = 1.0  # seconds to read the body's end after [DONE], to reuse the connection
+DRAIN_TIMEOUT = 5.0  # seconds to read a body's end after [DONE] (in the background), for reuse
 NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
@@ -64,8 +68,17 @@ def client_gone(sock):
         return True
 
 
+class ShuttingDown(Exception):
+    """The worker is about to be stopped (gateway.ops.shutdown)."""
+
+
 class Clock:
-    """The stream's deadlines: heartbeat, idle timeout and total duration."""
+    """The stream's deadlines: heartbeat, idle timeout, total duration and shutdown.
+
+    `last_sent` is when the client last received something, `last_data` when upstream
+    last sent body bytes: upstream bytes that produce nothing for the client (reasoning
+    tokens, empty events, a line still being written) do not count as a heartbeat.
+    """
 
     def __init__(self, heartbeat, idle_timeout, max_duration):
         now = time.monotonic()
@@ -78,11 +91,14 @@ class Clock:
         now = time.monotonic()
         return max(0.0, min(POLL_INTERVAL, self.deadline - now,
                             self.last_sent + self.heartbeat - now,
-                            self.last_data + self.idle_timeout - now))
+                            self.last_data + self.idle_timeout - now,
+                            shutdown.cut_at - now))
 
     def check(self):
-        """Raise a StreamFault when the stream ran too long or upstream went silent too long."""
+        """Raise when the stream ran or idled too long, or the worker is stopping."""
         now = time.monotonic()
+        if now >= shutdown.cut_at:
+            raise ShuttingDown()
         if now >= self.deadline:
             raise StreamFault(UpstreamTimeoutError(
                 "The stream reached the gateway's maximum duration (STREAM_MAX_DURATION)."))
@@ -94,7 +110,7 @@ class Clock:
 
 
 def _chunks(body, clock, client_socket):
-    """Upstream body bytes as they arrive, with None meaning "send a heartbeat now"."""
+    """Upstream body bytes after each read: b"" when a read brought none (or timed out)."""
     while not body.complete:
         clock.check()
         try:
@@ -103,13 +119,10 @@ def _chunks(body, clock, client_socket):
             clock.check()
             if client_gone(client_socket):
                 raise ClientGone() from None
-            if clock.heartbeat_due():
-                clock.last_sent = time.monotonic()
-                yield None
-            continue
+            data = b""
         if data:
-            clock.last_data = clock.last_sent = time.monotonic()
-            yield data
+            clock.last_data = time.monotonic()
+        yield data
 
 
 def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_duration=540.0,
@@ -125,45 +138,62 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
         yield b"".join(map(encode, translator.start()))
         body = open_body(response)
         for data in _chunks(body, clock, client_socket):
-            if data is None:
+            out = b""
+            if data:
+                out, fault = _translate(decoder.feed(data), translator)
+                if out:
+                    clock.last_sent = clock.last_data
+                    if stats.ttft_ms is None and translator.tokens_seen:
+                        stats.first_token()
+                    yield out
+                if fault is not None:
+                    raise fault
+                if translator.done:
+                    break
+            if not out and clock.heartbeat_due():
+                clock.last_sent = time.monotonic()
                 yield KEEP_ALIVE
-                continue
-            out, fault = _translate(decoder.feed(data), translator)
-            if out:
-                if stats.ttft_ms is None and translator.tokens_seen:
-                    stats.first_token()
-                yield out
-            if fault is not None:
-                raise fault
-            if translator.done:
-                break
         if not translator.done:
             for payload in decoder.flush():
                 for chunk in translator.feed(payload):
                     yield encode(chunk)
+        if not translator.done:
+            raise StreamFault(UpstreamError("Workers AI ended the stream without [DONE]."))
         tail = b"".join(map(encode, translator.finish())) + DONE
         stats.usage(translator.usage)
         yield tail
     except ClientGone:
+        stats.error = "client_gone"
         log.info("client went away mid-stream")
+    except ShuttingDown:
+        log.warning("stream ended: the worker is shutting down (GRACEFUL_TIMEOUT)")
+        yield _error_event(ServiceUnavailableError(
+            "The server is restarting and ended this stream; retry the request.",
+            code="server_shutting_down"), stats)
     except StreamFault as fault:
         log.warning("upstream stream failed: %s", fault.error.message)
-        yield encode(error_body(fault.error))
+        yield _error_event(fault.error, stats)
     except (SSEFormatError, BodyFormatError):
-        yield encode(error_body(malformed_event().error))
+        yield _error_event(malformed_event().error, stats)
     except (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
         log.warning("upstream stream went silent past the read timeout")
-        yield encode(error_body(UpstreamTimeoutError("Workers AI went silent mid-stream.")))
+        yield _error_event(UpstreamTimeoutError("Workers AI went silent mid-stream."), stats)
     except NETWORK_ERRORS as exc:
         log.warning("upstream stream broke: %s", type(exc).__name__)
-        yield encode(error_body(UpstreamError("The connection to Workers AI broke mid-stream.")))
+        yield _error_event(UpstreamError("The connection to Workers AI broke mid-stream."), stats)
     except Exception:  # noqa: BLE001 - headers are out: the client still gets one error event
         log.exception("stream relay failed")
-        yield encode(error_body(UpstreamError("The gateway failed while relaying the stream.",
-                                              code="internal_error")))
+        yield _error_event(UpstreamError("The gateway failed while relaying the stream.",
+                                         code="internal_error"), stats)
     finally:
         metrics.OPEN_STREAMS.dec()
         _release(body, response, translator.done)
+
+
+def _error_event(error, stats):
+    """The one error event that ends a broken stream; its code goes to the log line."""
+    stats.error = error.code
+    return encode(error_body(error))
 
 
 def _translate(payloads, translator):
@@ -181,12 +211,24 @@ def _translate(payloads, translator):
 
 
 def _release(body, response, finished):
-    """Give the upstream connection back (complete body) or close it, whatever happened."""
+    """Give the upstream connection back (complete body) or close it, whatever happened.
+
+    After [DONE] the body's last bytes may still be on their way; the client's response
+    must not wait for them (the OpenAI SDK waits for the end of the response), so under
+    gevent they are read in a greenlet of their own.
+    """
+    if body is not None and finished and not body.complete and monkey.is_module_patched("socket"):
+        gevent.spawn(_quietly, body.release, finished, DRAIN_TIMEOUT)
+        return
+    if body is None:
+        _quietly(response.close)
+    else:
+        _quietly(body.release, finished, DRAIN_TIMEOUT)
+
+
+def _quietly(action, *args):
     try:
-        if body is None:
-            response.close()
-        else:
-            body.release(finished, DRAIN_TIMEOUT)
+        action(*args)
     except (OSError, RuntimeError):
         pass
 

@@ -31,6 +31,9 @@ class RequestStats:
     account: int | None = None
     ttfb_ms: float | None = None
     ttft_ms: float | None = None
+    # Why an answer ended early after its headers went out: the code of a stream's error
+    # event, `client_gone` or `client_write_timeout`.
+    error: str | None = None
     # The model as a metrics label: set only once the model passed the allow-list, so that
     # clients cannot grow the label set with made-up names. Not logged.
     model_label: str = ""
@@ -102,6 +105,7 @@ def configure_logging(level, fmt):
 def start_request():
     """before_request: start the clock."""
     g.stats = RequestStats(started=time.perf_counter())
+    request.environ["gateway.stats"] = g.stats  # for the client deadlines (gateway.ops.client_io)
 
 
 def finish_request(response):

@@ -2,14 +2,20 @@
 
 `/healthz` says the process is alive and never calls upstream. `/readyz` says the
 gateway can serve: its configuration is complete and the model catalogue is
-reachable or cached (a cached list needs no upstream call).
+reachable or cached (a cached list needs no upstream call). Anonymous callers learn
+only ready or not; the reasons go to the log (once per change) and to the operator
+(METRICS_ALLOW_IPS or METRICS_TOKEN, as for /metrics).
 """
+import logging
+
 from flask import Blueprint, current_app
 
 from gateway.errors import APIError
 from gateway.jsonio import json_response
+from gateway.routes.metrics import operator_access
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.get("/healthz")
@@ -18,9 +24,7 @@ def healthz():
     return json_response({"status": "ok"})
 
 
-@bp.get("/readyz")
-def readyz():
-    """Readiness: 200 when the gateway can serve, 503 with the reason otherwise."""
+def _problems():
     problems = []
     if not current_app.config["API_KEYS"]:
         problems.append("API_KEYS is not set: every request would get 401")
@@ -32,6 +36,21 @@ def readyz():
             current_app.extensions["catalogue"].records()
         except APIError as error:
             problems.append(f"the model catalogue is unreachable: {error.message}")
-    if problems:
-        return json_response({"status": "unavailable", "reasons": problems}, 503)
-    return json_response({"status": "ready"})
+    return problems
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: 200 when the gateway can serve, 503 otherwise (reasons for the operator)."""
+    problems = _problems()
+    last = current_app.extensions.setdefault("readyz_reasons", [None])  # per worker
+    if problems != last[0]:
+        last[0] = problems
+        if problems:
+            log.warning("not ready: %s", "; ".join(problems))
+    if not problems:
+        return json_response({"status": "ready"})
+    body = {"status": "unavailable"}
+    if operator_access():
+        body["reasons"] = problems
+    return json_response(body, 503)

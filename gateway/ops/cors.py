@@ -1,0 +1,52 @@
+"""CORS for the API routes only, with origins matched exactly (plus explicit `*.` wildcards).
+
+flask-cors treats an origin string holding regex characters as a regular expression
+matched at the start only, so `https://*.example.com` would also allow
+`https://xexample.com.attacker.net`. Each configured origin is therefore compiled here
+into an anchored pattern: exact origins match themselves only, and a leading `*.`
+(`https://*.example.com`) matches one or more subdomain labels of that host, never the
+host itself or anything after it. Anything else that looks like a pattern is refused at
+start-up. `*` alone still allows every origin.
+
+Operational routes (/metrics, /healthz, /readyz) get no CORS headers at all: a web page
+in some visitor's browser has no business reading them.
+"""
+import re
+
+from flask_cors import CORS
+
+API_ROUTES = r"/v1/.*"
+_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<wild>\*\.)?"
+                     r"(?P<host>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+                     r"|\[[0-9a-f:.]+\])(?P<port>:\d{1,5})?", re.IGNORECASE)
+_LABELS = r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+"
+
+
+def origin_patterns(origins):
+    """The CORS_ORIGINS values as flask-cors patterns: "*", or anchored regexes.
+
+    Raises ValueError naming CORS_ORIGINS for a value that is not an origin.
+    """
+    if "*" in origins:
+        return "*"
+    patterns = []
+    for origin in origins:
+        match = _ORIGIN.fullmatch(origin)
+        if match is None:
+            raise ValueError(
+                f"CORS_ORIGINS: {origin!r} is not an origin. Use exact origins such as "
+                "https://app.example.com (scheme, host and optional port, no path), "
+                "https://*.example.com for its subdomains, or * for any origin.")
+        prefix = re.escape(f"{match['scheme']}://")
+        host = re.escape(match["host"] + (match["port"] or ""))
+        wild = _LABELS if match["wild"] else ""
+        patterns.append(re.compile(f"{prefix}{wild}{host}\\Z", re.IGNORECASE))
+    return patterns
+
+
+def init_app(app):
+    """CORS headers on the /v1 routes for the configured origins; none elsewhere."""
+    CORS(app, resources={API_ROUTES: {"origins": origin_patterns(app.config["CORS_ORIGINS"])}},
+         methods=["GET", "POST", "OPTIONS"],
+         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+         expose_headers=["X-Request-ID"], max_age=600)

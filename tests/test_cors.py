@@ -1,0 +1,58 @@
+"""CORS (gateway/ops/cors.py): exact origins, explicit `*.` wildcards, API routes only."""
+import pytest
+
+from gateway import create_app
+from gateway.ops.cors import origin_patterns
+from tests.conftest import TestConfig
+
+
+class Listed(TestConfig):
+    CORS_ORIGINS = ["https://app.example.com", "https://*.example.org", "http://localhost:3000"]
+
+
+def allowed(client, origin):
+    rv = client.options("/v1/chat/completions", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST"})
+    return rv.headers.get("Access-Control-Allow-Origin") == origin
+
+
+@pytest.mark.parametrize("config_class", [Listed])
+@pytest.mark.parametrize("origin, expected", [
+    pytest.param("https://app.example.com", True, id="exact"),
+    pytest.param("HTTPS://APP.EXAMPLE.COM", True, id="exact-any-case"),
+    pytest.param("https://a.example.org", True, id="wildcard-subdomain"),
+    pytest.param("https://a.b.example.org", True, id="wildcard-deeper-subdomain"),
+    pytest.param("http://localhost:3000", True, id="exact-with-port"),
+    pytest.param("https://example.org", False, id="wildcard-not-the-host-itself"),
+    pytest.param("https://xexample.org", False, id="wildcard-glued-prefix"),
+    pytest.param("https://a.example.org.attacker.net", False, id="wildcard-suffix"),
+    pytest.param("https://xexample.org.attacker.net", False, id="the-review-finding"),
+    pytest.param("https://app.example.com.attacker.net", False, id="exact-suffix"),
+    pytest.param("https://app.example.comx", False, id="exact-longer"),
+    pytest.param("http://app.example.com", False, id="other-scheme"),
+    pytest.param("http://localhost:30000", False, id="other-port"),
+    pytest.param("https://a.example.org:8443", False, id="wildcard-other-port"),
+])
+def test_cors_origins_match_exactly_with_explicit_wildcards(client, origin, expected):
+    assert allowed(client, origin) is expected
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param("https://*example.com", id="glob-without-dot"),
+    pytest.param("^https://.*$", id="regex"),
+    pytest.param("https://app.example.com/", id="trailing-slash"),
+    pytest.param("https://app.example.com/path", id="path"),
+    pytest.param("app.example.com", id="no-scheme"),
+    pytest.param("https://a.*.example.com", id="inner-wildcard"),
+    pytest.param("https://(a|b).example.com", id="alternation"),
+])
+def test_cors_origins_that_are_not_origins_stop_the_start_up(value):
+    class Bad(TestConfig):
+        CORS_ORIGINS = [value]
+
+    with pytest.raises(ValueError, match="CORS_ORIGINS"):
+        create_app(Bad)
+
+
+def test_cors_star_allows_any_origin():
+    assert origin_patterns(["*"]) == "*"
