@@ -101,6 +101,8 @@ class Config:
     PROXY_HOPS = int(_env("PROXY_HOPS", "0"))
     # Addresses of the proxies allowed to set X-Forwarded-* ("*" for any), with PROXY_HOPS > 0.
     FORWARDED_ALLOW_IPS = _csv(_env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"))
+    # Seconds a stored /v1/responses answer stays retrievable and chainable (30 days).
+    RESPONSES_TTL = float(_env("RESPONSES_TTL", str(30 * 24 * 3600)))
     # Connections kept open to Cloudflare per worker (sized for concurrent streams).
     UPSTREAM_POOL_SIZE = int(_env("UPSTREAM_POOL_SIZE", "1000"))
     # Shared state (stored keys, their limits and usage, the account pool): an SQLite file

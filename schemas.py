@@ -198,3 +198,302 @@ class CompletionRequest(GenerationRequest):
 
 chat_request = ChatCompletionRequest()
 completion_request = CompletionRequest()
+
+
+# --- POST /v1/responses ----------------------------------------------------------------------
+# The Responses API is served by translating to a chat request (gateway/openai/responses.py),
+# which then passes the chat schema above as well: these schemas check the Responses shapes,
+# the chat schema keeps the ranges the two APIs share.
+
+NAME = r"^[A-Za-z0-9_-]{1,64}$"
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+USER_PARTS = ("input_text", "input_image")
+ASSISTANT_PARTS = ("output_text", "refusal")
+
+
+class _Strict(Schema):
+    """Unknown keys dropped, JSON null meaning absent."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def drop_nulls(self, data, **kwargs):
+        return _drop_nulls(data)
+
+
+class ContentPart(_Strict):
+    """One part of a message's content: text, an image by URL, or an assistant's text."""
+
+    type = fields.String(required=True)
+    text = fields.String()
+    refusal = fields.String()
+    image_url = fields.String()
+    file_id = fields.String()
+    detail = fields.String(validate=validate.OneOf(("auto", "low", "high", "original")))
+
+    @pre_load
+    def check_kind(self, data, **kwargs):
+        data = _drop_nulls(data)
+        kind = data.get("type") if isinstance(data, dict) else None
+        needs = {"input_text": "text", "output_text": "text", "refusal": "refusal",
+                 "input_image": "image_url"}
+        if kind == "input_image" and "file_id" in data:
+            raise ValidationError({"file_id": ["Images by file_id need the Files API, which "
+                                               "this gateway does not have; send image_url."]})
+        if kind not in needs:
+            raise ValidationError({"type": [f"Content part type {kind!r} is not supported; "
+                                            f"use one of {', '.join(needs)}."]})
+        if not isinstance(data.get(needs[kind]), str):
+            raise ValidationError({needs[kind]: ["Must be a string."]})
+        return data
+
+
+class MessageContent(fields.Field):
+    """A message's content: a string, or a list of content parts."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValidationError("Must be a string or a list of content parts.")
+        parts = []
+        for index, part in enumerate(value):
+            if not isinstance(part, dict):
+                raise ValidationError({index: ["Must be an object."]})
+            try:
+                parts.append(ContentPart().load(part))
+            except ValidationError as exc:
+                raise ValidationError({index: exc.messages}) from None
+        return parts
+
+
+class InputMessage(_Strict):
+    """A message item (`type: "message"` may be left out, as in OpenAI's easy form)."""
+
+    type = fields.String(validate=validate.Equal("message"))
+    id = fields.String()
+    role = fields.String(required=True,
+                         validate=validate.OneOf(("user", "assistant", "system", "developer")))
+    content = MessageContent(required=True)
+    status = fields.String()
+
+    @pre_load
+    def check_parts(self, data, **kwargs):
+        data = _drop_nulls(data)
+        parts = data.get("content") if isinstance(data, dict) else None
+        if isinstance(parts, list):
+            allowed = ASSISTANT_PARTS if data.get("role") == "assistant" else USER_PARTS
+            for index, part in enumerate(parts):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind in USER_PARTS + ASSISTANT_PARTS and kind not in allowed:
+                    raise ValidationError({"content": {index: {"type": [
+                        f"A {data.get('role')!r} message cannot hold {kind!r} parts."]}}})
+        return data
+
+
+class FunctionCallItem(_Strict):
+    """A tool call the model made earlier, sent back as history."""
+
+    type = fields.String(required=True)
+    id = fields.String()
+    call_id = fields.String(required=True, validate=validate.Length(min=1))
+    name = fields.String(required=True, validate=validate.Regexp(NAME))
+    arguments = fields.String(required=True)
+    status = fields.String()
+
+
+class FunctionCallOutputItem(_Strict):
+    """The client's result of a tool call."""
+
+    type = fields.String(required=True)
+    id = fields.String()
+    call_id = fields.String(required=True, validate=validate.Length(min=1))
+    output = MessageContent(required=True)
+    status = fields.String()
+
+
+class ReasoningInputItem(_Strict):
+    """A reasoning item from an earlier answer: accepted as history, not sent upstream."""
+
+    type = fields.String(required=True)
+    id = fields.String()
+    summary = fields.List(fields.Dict(), load_default=list)
+    content = fields.List(fields.Dict())
+    encrypted_content = fields.String()
+    status = fields.String()
+
+
+INPUT_ITEMS = {"message": InputMessage, "function_call": FunctionCallItem,
+               "function_call_output": FunctionCallOutputItem, "reasoning": ReasoningInputItem}
+
+
+class InputItems(fields.Field):
+    """`input`: a string (one user message) or a list of items, checked by their type."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            if not value:
+                raise ValidationError("Must not be empty.")
+            return value
+        if not isinstance(value, list) or not value:
+            raise ValidationError("Must be a non-empty string or a non-empty list of items.")
+        items = []
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise ValidationError({index: ["Must be an object."]})
+            kind = item.get("type") or ("message" if "role" in item else None)
+            if kind not in INPUT_ITEMS:
+                raise ValidationError({index: {"type": [
+                    f"Input item type {kind!r} is not supported by this gateway; use one of "
+                    f"{', '.join(INPUT_ITEMS)}."]}})
+            try:
+                items.append({**INPUT_ITEMS[kind]().load(item), "type": kind})
+            except ValidationError as exc:
+                raise ValidationError({index: exc.messages}) from None
+        return items
+
+
+class FunctionToolSchema(_Strict):
+    """A function tool in the Responses API's flat form."""
+
+    type = fields.String(required=True)
+    name = fields.String(required=True, validate=validate.Regexp(NAME, error=(
+        "Must be 1-64 letters, digits, underscores or dashes.")))
+    description = fields.String()
+    parameters = fields.Dict()
+    strict = StrictBoolean()
+
+
+class Tools(fields.Field):
+    """`tools`: function tools only; any other type is refused by name."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list):
+            raise ValidationError("Must be a list of tools.")
+        tools = []
+        for index, tool in enumerate(value):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind != "function":
+                raise ValidationError({index: {"type": [
+                    f"Tool type {kind!r} is not supported by this gateway; only 'function' "
+                    f"tools are (Workers AI runs no hosted tools)."]}})
+            try:
+                tools.append(FunctionToolSchema().load(tool))
+            except ValidationError as exc:
+                raise ValidationError({index: exc.messages}) from None
+        return tools
+
+
+class ToolChoice(fields.Field):
+    """`tool_choice`: none, auto, required, or `{"type": "function", "name": ...}`."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value in ("none", "auto", "required"):
+            return value
+        if isinstance(value, dict) and value.get("type") == "function":
+            if not isinstance(value.get("name"), str) or not value["name"]:
+                raise ValidationError({"name": ["Must name a function."]})
+            return {"type": "function", "name": value["name"]}
+        kind = value.get("type") if isinstance(value, dict) else value
+        raise ValidationError(f"{kind!r} is not supported; use 'none', 'auto', 'required' or "
+                              f"{{'type': 'function', 'name': ...}}.")
+
+
+class TextFormat(_Strict):
+    """`text.format`: text, json_object, or json_schema with a name and a schema."""
+
+    type = fields.String(required=True,
+                         validate=validate.OneOf(("text", "json_object", "json_schema")))
+    name = fields.String(validate=validate.Regexp(NAME))
+    schema = fields.Dict()
+    description = fields.String()
+    strict = StrictBoolean()
+
+    @pre_load
+    def schema_needs_name(self, data, **kwargs):
+        data = _drop_nulls(data)
+        if isinstance(data, dict) and data.get("type") == "json_schema":
+            for key in ("name", "schema"):
+                if key not in data:
+                    raise ValidationError({key: ["Required for the json_schema format."]})
+        return data
+
+
+class TextOptions(_Strict):
+    """`text`: the output format (verbosity only in its default form)."""
+
+    format = fields.Nested(TextFormat)
+    verbosity = fields.String(validate=validate.Equal(
+        "medium", error=f"Only 'medium' verbosity {NOT_IMPLEMENTED}."))
+
+
+class ReasoningOptions(_Strict):
+    """`reasoning`: the effort is forwarded; summaries are not produced (accepted, unused)."""
+
+    effort = fields.String(validate=validate.OneOf(EFFORTS))
+    summary = fields.String(validate=validate.OneOf(("auto", "concise", "detailed")))
+    generate_summary = fields.String(validate=validate.OneOf(("auto", "concise", "detailed")))
+
+
+def _metadata(value):
+    """OpenAI's metadata rule: at most 16 string pairs, keys <= 64 and values <= 512 chars."""
+    if len(value) > 16:
+        raise ValidationError("At most 16 keys.")
+    for key, item in value.items():
+        if len(key) > 64 or not isinstance(item, str) or len(item) > 512:
+            raise ValidationError(f"Key {key!r}: keys are strings of at most 64 characters, "
+                                  f"values strings of at most 512.")
+
+
+class ResponsesRequest(_Strict):
+    """POST /v1/responses."""
+
+    model = GenerationRequest._declared_fields["model"]
+    input = InputItems(required=True)
+    instructions = fields.String()
+    max_output_tokens = StrictInteger(validate=validate.Range(min=1))
+    temperature = StrictNumber(validate=validate.Range(0, 5))
+    top_p = StrictNumber(validate=validate.Range(0, 2))
+    tools = Tools()
+    tool_choice = ToolChoice()
+    parallel_tool_calls = StrictBoolean()
+    text = fields.Nested(TextOptions)
+    reasoning = fields.Nested(ReasoningOptions)
+    stream = StrictBoolean(load_default=False)
+    stream_options = fields.Dict()
+    store = StrictBoolean(load_default=True)
+    previous_response_id = fields.String(validate=validate.Length(min=1, max=200))
+    metadata = fields.Dict(keys=fields.String(), validate=_metadata)
+    user = fields.String()
+    truncation = fields.String(validate=validate.OneOf(("auto", "disabled")))
+    # Informational: accepted, never forwarded.
+    include = fields.List(fields.String())
+    service_tier = fields.String()
+    safety_identifier = fields.String()
+    prompt_cache_key = fields.String()
+    prompt_cache_retention = fields.String()
+    prompt_cache_options = fields.Dict()
+
+    @pre_load
+    def refuse_unimplemented(self, data, **kwargs):
+        if not isinstance(data, dict):
+            raise ValidationError("The request body must be a JSON object.", field_name="_schema")
+        data = _drop_nulls(data)
+        for name, allowed in self.unimplemented.items():
+            if name in data:
+                _refuse(name, data[name], allowed)
+        return data
+
+    # Parameters that change the output or need state this gateway lacks: do-nothing form only.
+    unimplemented = {
+        "background": lambda v: v is False,
+        "top_logprobs": lambda v: v == 0 and not isinstance(v, bool),
+        "max_tool_calls": lambda v: False,
+        "prompt": lambda v: False,
+        "conversation": lambda v: False,
+        "context_management": lambda v: False,
+    }
+
+
+responses_request = ResponsesRequest()

@@ -21,7 +21,8 @@ def create_app(config_class=Config):
     from gateway.cloudflare.catalogue import ModelCatalogue
     from gateway.cloudflare.model_schemas import ModelSchemas
     from gateway.jsonio import OrjsonProvider
-    from gateway.routes import chat, completions, health, metrics, models
+    from gateway.routes import chat, completions, health, metrics, models, responses
+    from gateway.state import responses as stored_responses
     from gateway.cloudflare.client import MISSING_CREDENTIALS, UpstreamClient
     from gateway.state import open_store
 
@@ -41,6 +42,7 @@ def create_app(config_class=Config):
     app.extensions["catalogue"] = catalogue
     app.extensions["model_schemas"] = ModelSchemas(upstream, app.config["MODELS_CACHE_TTL"],
                                                    catalogue)
+    stored_responses.init_app(app)
 
     cors.init_app(app)
     request_id.init_app(app)
@@ -52,6 +54,6 @@ def create_app(config_class=Config):
 
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
-    for resource in (models, chat, completions):
+    for resource in (models, chat, completions, responses):
         app.register_blueprint(resource.bp, url_prefix="/v1")
     return app

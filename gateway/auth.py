@@ -52,6 +52,7 @@ def require_key():
         raise AuthenticationError("Incorrect API key provided.",
                                   headers={"WWW-Authenticate": "Bearer"})
     g.key_label = key_label(presented)
+    g.key_hash = hashlib.sha256(presented.encode()).hexdigest()  # owner of stored objects
     return None
 
 

@@ -115,28 +115,53 @@ def generate(kind, schema, build_payload, build_response):
     body = parse_body()
     check_counts(body)
     data = validate(schema, body)
+    if data["stream"]:
+        return stream(kind, data, build_payload)
+    return jsonio.json_response(complete(data, build_payload, build_response))
+
+
+def _admit(data):
+    """Checks and bookkeeping every generation request passes before it goes upstream."""
     stats = current_stats()
     stats.model, stats.stream = data["model"], data["stream"]
     _check_length(data)
-    extensions = current_app.extensions
-    if extensions["catalogue"].check_allowed(data["model"]):
+    if current_app.extensions["catalogue"].check_allowed(data["model"]):
         stats.model_label = data["model"]  # confirmed names only: clients cannot add labels
-    default_max = current_app.config["DEFAULT_MAX_TOKENS"]
-    max_tokens = translate.max_tokens_of(data, default_max)
-    payload = build_payload(data, default_max)
-    upstream = extensions["upstream"]
+    return stats
+
+
+def complete(data, build_payload, build_response):
+    """The answer to a validated non-stream request, as the API's response dict."""
+    stats = _admit(data)
     config = current_app.config
-    if not data["stream"]:
-        deadline = time.monotonic() + config["UPSTREAM_TOTAL_TIMEOUT"]
-        with time_limit(config["UPSTREAM_TOTAL_TIMEOUT"]):
-            answer = upstream.run(data["model"], payload, deadline=deadline)
-        reply = _reply_of(answer, stats)
-        return jsonio.json_response(build_response(reply, model=data["model"],
-                                                   max_tokens=max_tokens))
+    default_max = config["DEFAULT_MAX_TOKENS"]
+    payload = build_payload(data, default_max)
+    deadline = time.monotonic() + config["UPSTREAM_TOTAL_TIMEOUT"]
+    with time_limit(config["UPSTREAM_TOTAL_TIMEOUT"]):
+        answer = current_app.extensions["upstream"].run(data["model"], payload, deadline=deadline)
+    reply = _reply_of(answer, stats)
+    return build_response(reply, model=data["model"],
+                          max_tokens=translate.max_tokens_of(data, default_max))
+
+
+def stream(kind, data, build_payload, adapt=None):
+    """The SSE response to a validated stream request.
+
+    `adapt` wraps the chat translator to speak another API's stream events over the
+    same relay (the Responses API does this); the default sends chat or completion chunks.
+    """
+    stats = _admit(data)
+    config = current_app.config
+    default_max = config["DEFAULT_MAX_TOKENS"]
+    payload = build_payload(data, default_max)
+    upstream = current_app.extensions["upstream"]
     answer = upstream.run(data["model"], payload, stream=True)
     options = data.get("stream_options") or {}
-    translator = StreamTranslator(kind, model=data["model"], max_tokens=max_tokens,
+    translator = StreamTranslator(kind, model=data["model"],
+                                  max_tokens=translate.max_tokens_of(data, default_max),
                                   include_usage=options.get("include_usage", False))
+    if adapt is not None:
+        translator = adapt(translator)
     if answer.stream is None:
         if not _readable(answer.body):  # e.g. GPT-OSS: no stream on /ai/run, an empty result
             answer = upstream.run(data["model"], {**payload, "stream": False})
@@ -146,11 +171,11 @@ def generate(kind, schema, build_payload, build_response):
         return Response(replay(reply, translator), mimetype="text/event-stream",
                         headers=STREAM_HEADERS)
     _note_account(answer, stats)
-    stream = relay(answer.stream, translator, heartbeat=config["STREAM_HEARTBEAT"],
+    events = relay(answer.stream, translator, heartbeat=config["STREAM_HEARTBEAT"],
                    idle_timeout=config["UPSTREAM_READ_TIMEOUT"],
                    max_duration=config["STREAM_MAX_DURATION"],
                    client_socket=request.environ.get("gunicorn.socket"), stats=stats)
-    return Response(stream_with_context(stream), mimetype="text/event-stream",
+    return Response(stream_with_context(events), mimetype="text/event-stream",
                     headers=STREAM_HEADERS)
 
 

@@ -8,8 +8,9 @@ content chunks with string content, one final chunk and, when asked, one usage c
 """
 from gateway import jsonio
 from gateway.openai import translate
+from gateway.openai.sse import DONE, encode
 from gateway.cloudflare.error_map import map_error
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, error_body
 
 
 class StreamFault(Exception):
@@ -25,7 +26,15 @@ def malformed_event():
 
 
 class StreamTranslator:
-    """Turns Workers AI stream payloads into `chat.completion.chunk` or `text_completion` chunks."""
+    """Turns Workers AI stream payloads into `chat.completion.chunk` or `text_completion` chunks.
+
+    The relay asks the translator how its events are framed (`encode`), what ends the
+    stream (`closing`) and what a failure looks like (`fail`), so another API's events
+    (the Responses API's, `gateway.openai.responses_stream`) ride on the same relay.
+    """
+
+    closing = DONE
+    encode = staticmethod(encode)
 
     def __init__(self, kind, *, model, max_tokens, include_usage, completion_id=None, created=None):
         self.chat = kind == "chat"
@@ -98,6 +107,10 @@ class StreamTranslator:
         delta = choice.get("delta")
         content = delta.get("content") if isinstance(delta, dict) else None
         return translate.as_text(content if content is not None else choice.get("text"))
+
+    def fail(self, error):
+        """The events that tell the client the stream failed: one `{"error": ...}` event."""
+        return [error_body(error)]
 
     @property
     def usage(self):

@@ -23,10 +23,9 @@ import urllib3
 from gevent import monkey
 
 from gateway.ops import metrics, shutdown
-from gateway.errors import (ServiceUnavailableError, UpstreamError, UpstreamTimeoutError,
-                            error_body)
+from gateway.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 from gateway.ops.request_log import RequestStats
-from gateway.openai.sse import DONE, KEEP_ALIVE, SSEDecoder, SSEFormatError, encode
+from gateway.openai.sse import KEEP_ALIVE, SSEDecoder, SSEFormatError
 from gateway.openai.stream_translate import StreamFault, malformed_event
 from gateway.cloudflare.body import BodyFormatError, open_body
 
@@ -132,6 +131,7 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
     clock = Clock(heartbeat, idle_timeout, max_duration)
     stats = stats or RequestStats(started=time.perf_counter())
     body = None
+    encode = translator.encode  # the chat chunks' framing, or another API's (Responses)
     metrics.OPEN_STREAMS.inc()
     try:
         stats.first_byte()
@@ -159,7 +159,7 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
                     yield encode(chunk)
         if not translator.done:
             raise StreamFault(UpstreamError("Workers AI ended the stream without [DONE]."))
-        tail = b"".join(map(encode, translator.finish())) + DONE
+        tail = b"".join(map(encode, translator.finish())) + translator.closing
         stats.usage(translator.usage)
         yield tail
     except ClientGone:
@@ -167,33 +167,36 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
         log.info("client went away mid-stream")
     except ShuttingDown:
         log.warning("stream ended: the worker is shutting down (GRACEFUL_TIMEOUT)")
-        yield _error_event(ServiceUnavailableError(
+        yield _error_event(translator, ServiceUnavailableError(
             "The server is restarting and ended this stream; retry the request.",
             code="server_shutting_down"), stats)
     except StreamFault as fault:
         log.warning("upstream stream failed: %s", fault.error.message)
-        yield _error_event(fault.error, stats)
+        yield _error_event(translator, fault.error, stats)
     except (SSEFormatError, BodyFormatError):
-        yield _error_event(malformed_event().error, stats)
+        yield _error_event(translator, malformed_event().error, stats)
     except (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
         log.warning("upstream stream went silent past the read timeout")
-        yield _error_event(UpstreamTimeoutError("Workers AI went silent mid-stream."), stats)
+        yield _error_event(translator, UpstreamTimeoutError(
+            "Workers AI went silent mid-stream."), stats)
     except NETWORK_ERRORS as exc:
         log.warning("upstream stream broke: %s", type(exc).__name__)
-        yield _error_event(UpstreamError("The connection to Workers AI broke mid-stream."), stats)
+        yield _error_event(translator, UpstreamError(
+            "The connection to Workers AI broke mid-stream."), stats)
     except Exception:  # noqa: BLE001 - headers are out: the client still gets one error event
         log.exception("stream relay failed")
-        yield _error_event(UpstreamError("The gateway failed while relaying the stream.",
-                                         code="internal_error"), stats)
+        yield _error_event(translator, UpstreamError(
+            "The gateway failed while relaying the stream.", code="internal_error"), stats)
     finally:
         metrics.OPEN_STREAMS.dec()
         _release(body, response, translator.done)
 
 
-def _error_event(error, stats):
-    """The one error event that ends a broken stream; its code goes to the log line."""
+def _error_event(translator, error, stats):
+    """The event that ends a broken stream, in the translator's framing (chat: one
+    `{"error": ...}` event); its code goes to the log line."""
     stats.error = error.code
-    return encode(error_body(error))
+    return b"".join(map(translator.encode, translator.fail(error)))
 
 
 def _translate(payloads, translator):
@@ -204,7 +207,7 @@ def _translate(payloads, translator):
     out = []
     try:
         for payload in payloads:
-            out.extend(map(encode, translator.feed(payload)))
+            out.extend(map(translator.encode, translator.feed(payload)))
     except StreamFault as fault:
         return b"".join(out), fault
     return b"".join(out), None
@@ -235,4 +238,4 @@ def _quietly(action, *args):
 
 def replay(reply, translator):
     """A proper stream for a reply Cloudflare sent as JSON although a stream was asked for."""
-    return b"".join(map(encode, translator.replay(reply))) + DONE
+    return b"".join(map(translator.encode, translator.replay(reply))) + translator.closing

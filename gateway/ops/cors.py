@@ -47,6 +47,6 @@ def origin_patterns(origins):
 def init_app(app):
     """CORS headers on the /v1 routes for the configured origins; none elsewhere."""
     CORS(app, resources={API_ROUTES: {"origins": origin_patterns(app.config["CORS_ORIGINS"])}},
-         methods=["GET", "POST", "OPTIONS"],
+         methods=["GET", "POST", "DELETE", "OPTIONS"],
          allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
          expose_headers=["X-Request-ID"], max_age=600)

@@ -44,6 +44,8 @@ def _route(path):
     """A bounded label: known routes by name, everything else lumped together."""
     if path.startswith("/v1/models"):
         return "/v1/models"
+    if path.startswith("/v1/responses"):
+        return "/v1/responses"
     if path in GENERATION_ROUTES or path in ("/healthz", "/readyz", "/metrics"):
         return path
     return "other"

@@ -1,0 +1,182 @@
+"""End to end: the Responses API on gunicorn + gevent (2 workers), the fake Workers AI, the
+official OpenAI SDK; every response object and stream event checked against OpenAI's schemas."""
+import json
+
+import openai
+import pytest
+import requests
+
+from tests.fake_workers_ai import FakeWorkersAI
+from tests.openai_spec import validate, validate_error
+from tests.servers import run_gateway
+
+KEY = "sk-e2e-responses-key-0123456789"
+OTHER_KEY = "sk-e2e-responses-other-key"
+TOKEN = "cf-e2e-responses-token-abcdef"
+ACCOUNT = "acct-e2e-responses"
+CLASSIC = "@cf/meta/llama-3.1-8b-instruct"
+SHAPED = "@cf/google/gemma-4-26b-a4b-it"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeWorkersAI(accounts={ACCOUNT: TOKEN}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(fake, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("e2e-responses")
+    settings = {"API_KEYS": f"{KEY},{OTHER_KEY}", "CLOUDFLARE_ACCOUNT_ID": ACCOUNT,
+                "CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_API_BASE": fake.base_url,
+                "UPSTREAM_RETRIES": "0", "STATE_URL": f"sqlite:///{folder}/state.db"}
+    with run_gateway(settings, folder / "gateway.log", workers=2) as (base_url, _):
+        yield base_url
+    log = (folder / "gateway.log").read_text(errors="replace")
+    assert KEY not in log and TOKEN not in log, "a secret reached the gateway log"
+    assert "Traceback" not in log, log
+
+
+@pytest.fixture(autouse=True)
+def clean_fake(fake):
+    fake.reset()
+
+
+def sdk(gateway, key=KEY):
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=key, max_retries=0, timeout=30)
+
+
+@pytest.fixture
+def client(gateway):
+    return sdk(gateway)
+
+
+def raw(gateway, body):
+    """POST /v1/responses with requests: the exact JSON, or the exact stream events."""
+    rv = requests.post(f"{gateway}/v1/responses", json=body, stream=bool(body.get("stream")),
+                       headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    if not body.get("stream"):
+        validate(rv.json(), "Response")
+        return rv.json()
+    assert rv.headers["Content-Type"].startswith("text/event-stream")
+    events = []
+    for block in rv.content.decode().split("\n\n"):
+        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
+        if lines:
+            assert lines[0] == "event: " + json.loads(lines[1][6:])["type"], block
+            events.append(json.loads(lines[1][6:]))
+    assert "[DONE]" not in rv.content.decode()
+    for event in events:
+        validate(event, "ResponseStreamEvent")
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    return events
+
+
+def upstream_messages(fake):
+    runs = [r for r in fake.requests if r.model]
+    return [(m["role"], m["content"]) for m in runs[-1].json["messages"]]
+
+
+@pytest.mark.parametrize("model", [CLASSIC, SHAPED])
+def test_create_with_a_string_and_with_items(client, gateway, fake, model):
+    response = client.responses.create(model=model, input="hello there")
+    assert response.output_text == "Echo: hello there" and response.status == "completed"
+    assert response.id.startswith("resp_") and response.model == model
+    assert response.usage.output_tokens == 3 and response.usage.input_tokens > 0
+    items = [{"role": "developer", "content": "Answer shortly."},
+             {"role": "user", "content": [{"type": "input_text", "text": "first"}]},
+             {"role": "assistant", "content": "Echo: first"},
+             {"type": "message", "role": "user",
+              "content": [{"type": "input_text", "text": "second one"}]}]
+    response = client.responses.create(model=model, input=items, instructions="Be kind.")
+    assert response.output_text == "Echo: second one"
+    assert upstream_messages(fake)[:2] == [("system", "Be kind."), ("system", "Answer shortly.")]
+    raw(gateway, {"model": model, "input": items})
+
+
+@pytest.mark.parametrize("model", [CLASSIC, SHAPED])
+def test_stream_events_in_order_with_the_non_stream_text(client, gateway, model):
+    prompt = "stream me please"
+    whole = client.responses.create(model=model, input=prompt).output_text
+    with client.responses.stream(model=model, input=prompt) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    deltas = kinds.count("response.output_text.delta")
+    assert deltas >= 2
+    assert kinds == ["response.created", "response.in_progress", "response.output_item.added",
+                     "response.content_part.added"] + ["response.output_text.delta"] * deltas + [
+                     "response.output_text.done", "response.content_part.done",
+                     "response.output_item.done", "response.completed"]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == whole
+    assert final.output_text == whole and final.usage.output_tokens == 4
+    events = raw(gateway, {"model": model, "input": prompt, "stream": True})
+    validate(events[-1]["response"], "Response")
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == whole
+
+
+def test_max_output_tokens_reached_is_incomplete_streamed_and_not(client, gateway):
+    response = client.responses.create(model=CLASSIC, input="[[tokens=9]]", max_output_tokens=3)
+    assert response.status == "incomplete" and response.output_text == "t0 t1 t2"
+    assert response.incomplete_details.reason == "max_output_tokens"
+    events = raw(gateway, {"model": SHAPED, "input": "[[tokens=9]]", "max_output_tokens": 3,
+                           "stream": True})
+    assert events[-1]["type"] == "response.incomplete"
+    assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+def test_previous_response_id_chains_three_turns_across_workers(client, fake):
+    first = client.responses.create(model=CLASSIC, input="one", instructions="Rules.")
+    second = client.responses.create(model=CLASSIC, input="two", previous_response_id=first.id)
+    with client.responses.stream(model=SHAPED, input="three",
+                                 previous_response_id=second.id) as stream:
+        third = stream.get_final_response()
+    assert third.output_text == "Echo: three" and third.previous_response_id == second.id
+    assert upstream_messages(fake) == [("user", "one"), ("assistant", "Echo: one"),
+                                       ("user", "two"), ("assistant", "Echo: two"),
+                                       ("user", "three")]
+    fourth = client.responses.create(model=CLASSIC, input="four", previous_response_id=third.id)
+    assert upstream_messages(fake)[-3:] == [("user", "three"), ("assistant", "Echo: three"),
+                                            ("user", "four")]
+    assert fourth.output_text == "Echo: four"
+
+
+def test_retrieve_list_delete_and_another_keys_404(client, gateway):
+    created = client.responses.create(model=CLASSIC, input="keep me", metadata={"run": "e2e"})
+    again = client.responses.retrieve(created.id)
+    assert again.output_text == "Echo: keep me" and again.metadata == {"run": "e2e"}
+    items = client.responses.input_items.list(created.id)
+    assert [item.content[0].text for item in items.data] == ["keep me"]
+    http = requests.get(f"{gateway}/v1/responses/{created.id}/input_items",
+                        headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    validate(http.json(), "ResponseItemList")
+    validate(requests.get(f"{gateway}/v1/responses/{created.id}", timeout=10,
+                          headers={"Authorization": f"Bearer {KEY}"}).json(), "Response")
+    other = sdk(gateway, OTHER_KEY)
+    for call in (lambda: other.responses.retrieve(created.id),
+                 lambda: other.responses.input_items.list(created.id),
+                 lambda: other.responses.delete(created.id),
+                 lambda: other.responses.create(model=CLASSIC, input="x",
+                                                previous_response_id=created.id)):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        validate_error(caught.value.response.json())
+    client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+
+
+def test_cloudflare_failing_mid_stream_ends_with_response_failed(fake, gateway):
+    fake.add_fault("error_event", after=3)
+    events = raw(gateway, {"model": CLASSIC, "input": "stream me please", "stream": True})
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_bad_requests_are_openai_errors(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=CLASSIC, input="x", tools=[{"type": "web_search"}])
+    body = caught.value.response.json()
+    validate_error(body)
+    assert body["error"]["param"] == "tools[0].type" and "web_search" in body["error"]["message"]
