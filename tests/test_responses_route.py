@@ -188,3 +188,20 @@ def test_keys_are_never_stored(app, client, auth, run, tmp_path):
     assert app.config["STATE_URL"] == f"sqlite:///{tmp_path}/state.db"
     files = list(tmp_path.glob("state.db*"))
     assert files and all(KEY.encode() not in path.read_bytes() for path in files)
+
+
+class FewMessages(TestConfig):
+    MAX_MESSAGES = 3
+
+
+@pytest.mark.parametrize("config_class", [FewMessages], ids=["max-messages-3"])
+def test_message_limits_hold_for_the_input_and_the_whole_conversation(client, auth, run):
+    too_many = [{"role": "user", "content": "x"}] * 4
+    rv = client.post("/v1/responses", json={"model": MODEL, "input": too_many}, headers=auth)
+    assert rv.status_code == 400 and rv.get_json()["error"]["param"] == "input"
+    assert rv.get_json()["error"]["code"] == "array_above_max_length"
+    first = create(client, auth, input=[{"role": "user", "content": "x"}] * 2)
+    rv = client.post("/v1/responses", headers=auth, json={
+        "model": MODEL, "input": "y", "previous_response_id": first["id"]})
+    assert rv.status_code == 400 and rv.get_json()["error"]["code"] == "array_above_max_length"
+    assert len(run.calls) == 1
