@@ -77,6 +77,8 @@ class Config:
     UPSTREAM_RETRIES = int(_env("UPSTREAM_RETRIES", "2"))
     # Longest Retry-After from Cloudflare the gateway waits for before retrying, in seconds.
     UPSTREAM_RETRY_AFTER_CAP = float(_env("UPSTREAM_RETRY_AFTER_CAP", "10"))
+    # Largest non-stream answer read from Cloudflare, in bytes (larger ones: 502).
+    UPSTREAM_MAX_BODY_BYTES = int(_env("UPSTREAM_MAX_BODY_BYTES", str(16 * 1024 * 1024)))
     # Seconds a whole non-stream request may take, retries included.
     UPSTREAM_TOTAL_TIMEOUT = float(_env("UPSTREAM_TOTAL_TIMEOUT", "300"))
     # Longest a stream may run, in seconds (kept below the OpenAI SDK's 600 s default timeout).

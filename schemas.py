@@ -11,7 +11,8 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, vali
 ROLES = ("system", "user", "assistant", "tool", "developer")
 NOT_IMPLEMENTED = "is not supported by this gateway yet"
 # Model names become a URL path upstream: no dot segments, no empty segments, safe characters.
-MODEL_NAME = r"^(?!.*(^|/)\.{1,2}(/|$))(?!.*//)[A-Za-z0-9@][A-Za-z0-9@._:+/-]{0,199}$"
+# \Z, not $: `$` also matches before a trailing newline ("@cf/x/ok\n" would pass).
+MODEL_NAME = r"^(?!.*(^|/)\.{1,2}(/|\Z))(?!.*//)[A-Za-z0-9@][A-Za-z0-9@._:+/-]{0,199}\Z"
 
 
 class StrictBoolean(fields.Boolean):

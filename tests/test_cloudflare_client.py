@@ -477,3 +477,49 @@ def test_no_account_is_503_naming_the_variables(client, auth, upstream, method, 
     assert "CLOUDFLARE_ACCOUNT_ID" in error["message"]
     assert "CLOUDFLARE_API_TOKEN" in error["message"]
     assert len(upstream.calls) == 0
+
+
+class SmallAnswers(NoRetries):
+    UPSTREAM_MAX_BODY_BYTES = 4096
+
+
+@pytest.mark.parametrize("config_class", [SmallAnswers])
+@pytest.mark.parametrize("length_header", [True, False], ids=["content-length", "no-length"])
+@pytest.mark.parametrize("status", [200, 500])
+def test_answer_larger_than_upstream_max_body_bytes_is_502(client, auth, upstream, sleeps,
+                                                           length_header, status):
+    """A non-stream answer is read up to UPSTREAM_MAX_BODY_BYTES, never whole into memory."""
+    big = b'{"result":{"response":"' + b"x" * 10000 + b'"},"success":true}'
+    headers = {"Content-Length": str(len(big))} if length_header else {}
+    upstream.add(responses.POST, RUN_URL + MODEL, body=big, status=status, headers=headers,
+                 content_type="application/json")
+    rv = client.post(CHAT, json=BODY, headers=auth)
+    assert rv.status_code == 502, rv.get_data(as_text=True)
+    validate_error(rv.get_json())
+    if status == 200:
+        assert rv.get_json()["error"]["code"] == "upstream_body_too_large"
+
+
+@pytest.mark.parametrize("config_class", [SmallAnswers])
+def test_answer_within_upstream_max_body_bytes_is_served(client, auth, upstream, sleeps):
+    upstream.add(responses.POST, RUN_URL + MODEL, json=OK)
+    assert client.post(CHAT, json=BODY, headers=auth).status_code == 200
+
+
+@pytest.mark.parametrize("config_class", [NoRetries])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_compressed_answer_is_a_malformed_answer(client, auth, upstream, sleeps, stream, encoding):
+    """The gateway asks for identity; an encoded body would be decoded past its read timeouts."""
+    import gzip
+    import json as jsonlib
+    if stream:
+        raw, kind = b'data: {"response":"hi"}\n\ndata: [DONE]\n\n', "text/event-stream"
+    else:
+        raw, kind = jsonlib.dumps(OK).encode(), "application/json"
+    upstream.add(responses.POST, RUN_URL + MODEL, body=gzip.compress(raw), content_type=kind,
+                 headers={"Content-Encoding": encoding})
+    rv = client.post(CHAT, json={**BODY, "stream": stream}, headers=auth)
+    assert rv.status_code == 502, rv.get_data(as_text=True)
+    assert rv.get_json()["error"]["code"] == "upstream_malformed"
+    assert upstream.calls[0].request.headers["Accept-Encoding"] == "identity"

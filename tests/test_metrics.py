@@ -260,3 +260,24 @@ def test_operational_routes_send_no_cors_headers(client, upstream, path, method)
     rv = getattr(client, method)(path, headers={"Origin": "https://evil.example",
                                                 "Access-Control-Request-Method": "GET"})
     assert not [h for h in rv.headers.keys() if h.lower().startswith("access-control-")]
+
+
+@pytest.mark.parametrize("config_class", [NoRetries])
+@pytest.mark.parametrize("code, label", [
+    pytest.param(3040, "3040", id="known"),
+    pytest.param(987654, "other", id="unknown"),
+    pytest.param("9" * 40, "", id="huge-is-no-code"),
+])
+def test_upstream_error_labels_stay_bounded(client, auth, upstream, code, label):
+    """Each distinct Cloudflare code must not add a series: unknown codes are "other"."""
+    upstream.add(responses.POST, RUN_URL + MODEL, status=429,
+                 json={"success": False, "errors": [{"code": code, "message": "x"}]})
+    watch = Watch(client)
+    client.post(CHAT, json=BODY, headers=auth, buffered=True)
+    assert watch.increase("gateway_upstream_errors_total", cf_code=label,
+                          upstream_status="429") == 1
+    assert str(code) not in scrape_text(client) or label == str(code)
+
+
+def scrape_text(client):
+    return client.get("/metrics", buffered=True).get_data(as_text=True)

@@ -7,6 +7,7 @@ response is closed, as a WSGI server does after the last byte.
 import io
 import json
 import logging
+import shlex
 import re
 
 import pytest
@@ -298,3 +299,24 @@ def test_stream_has_request_id_header(client, auth, upstream):
     rv = client.post(CHAT, json={**BODY, "stream": True}, headers={**auth, "X-Request-ID": "s-1"},
                      buffered=True)
     assert rv.headers["X-Request-ID"] == "s-1"
+
+
+@pytest.mark.parametrize("path, forged", [
+    pytest.param("/v1/models%0a2026-01-01 INFO gateway.request: request status=200",
+                 "\n2026-01-01 INFO", id="newline"),
+    pytest.param("/v1/x%0d%0aforged", "\r\nforged", id="crlf"),
+    pytest.param("/v1/x%e2%80%a8forged", "\u2028forged", id="line-separator"),
+    pytest.param("/v1/x%1b[31mred", "\x1b[31m", id="terminal-escape"),
+    pytest.param("/v1/x%20status=200", None, id="fake-field"),
+])
+def test_text_log_escapes_control_characters(stdout_of, upstream, auth, path, forged):
+    """LOG_FORMAT=text: a path cannot end its line, start a forged one or fake a field."""
+    app, out = stdout_of(TextFormat)
+    app.test_client().get(path, headers=auth, buffered=True)
+    text = out.getvalue()
+    request_lines = [line for line in text.splitlines() if " gateway.request: request " in line]
+    assert len(request_lines) == 1, text
+    assert forged is None or forged not in text
+    fields = shlex.split(request_lines[0].split(" gateway.request: request ", 1)[1])
+    assert [f for f in fields if f.startswith("status=")] == ["status=404"], fields
+    assert len([f for f in fields if f.startswith("path=")]) == 1, fields

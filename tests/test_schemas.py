@@ -450,3 +450,15 @@ def test_max_messages_allows_openais_limit(client, auth, run):
     rv = client.post(CHAT, json=chat(messages=[{"role": "user", "content": "x"}] * 2048),
                      headers=auth)
     assert rv.status_code == 200, rv.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(MODEL + "\n", id="trailing-newline"),
+    pytest.param(MODEL + "\r\n", id="trailing-crlf"),
+    pytest.param("@cf/x/ok\n", id="review-example"),
+    pytest.param(MODEL + "\nfake log line", id="newline-inside"),
+])
+def test_model_name_is_a_full_match(client, auth, upstream, name):
+    """`$` also matches before a trailing newline: the name check matches the whole string."""
+    rv = client.post(CHAT, json=chat(model=name), headers=auth)
+    assert_refused(rv, upstream, "model")

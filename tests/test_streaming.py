@@ -348,3 +348,24 @@ def test_heartbeat_counts_what_the_client_received(monkeypatch, filler):
     raw = b"".join(out for _, out in heard)
     assert raw.count(KEEP_ALIVE) >= 5 or b"hmm" in raw  # a gateway may relay reasoning
     assert events(raw.replace(KEEP_ALIVE, b""))[-1] == "[DONE]"
+
+
+def test_stream_open_at_shutdown_ends_with_one_server_shutting_down_event():
+    """gateway.ops.shutdown planned the end: the relay's next look at its clock ends it."""
+    from gateway.ops import shutdown
+    from gateway.ops.request_log import RequestStats
+    head = CLASSIC[: CLASSIC.index(b'data: {"tool_calls"')]
+    response = FakeResponse([head, CLASSIC[len(head):]])
+    stats = RequestStats()
+    stream = relay(response, translator(), stats=stats)
+    try:
+        out = next(stream) + next(stream)  # the role chunk, then the first content
+        shutdown.begin(0.0)
+        out += b"".join(stream)
+    finally:
+        shutdown.reset()
+    chunks = events(out)
+    assert chunks[-1]["error"]["code"] == "server_shutting_down" and "[DONE]" not in chunks
+    assert len([c for c in chunks if "error" in c]) == 1
+    validate_error(chunks[-1])
+    assert stats.error == "server_shutting_down" and response.closed

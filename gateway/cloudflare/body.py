@@ -8,12 +8,16 @@ send heartbeats, check the client and keep its deadlines without a second greenl
 After a complete body the connection goes back to the pool (keep-alive to Cloudflare).
 Responses without a real socket (test doubles, compressed bodies) use `ResponseBody`.
 """
+import logging
 import re
 import ssl
 import time
 
+log = logging.getLogger(__name__)
+
 READ_SIZE = 65536
-HEX_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# Leading zeros are allowed (HTTP puts no limit on them); the value itself stays below 16**16.
+HEX_SIZE = re.compile(rb"0*[0-9A-Fa-f]{1,16}")
 MAX_SIZE_LINE = 1024
 
 
@@ -160,10 +164,20 @@ class ResponseBody:
 
 
 def open_body(response):
-    """The best reader for an open streamed response."""
+    """The best reader for an open streamed response.
+
+    `SocketBody` reads private attributes of urllib3 (`_fp`, `_connection`) and http.client
+    (`chunked`, `length`, `will_close`, `fp`). tests/test_cloudflare_body.py fails loudly
+    when an upgrade changes them; in production the relay falls back to urllib3's own
+    reads and says so in the log.
+    """
     if response.headers.get("Content-Encoding", "identity").lower() == "identity":
         try:
             return SocketBody(response)
-        except (AttributeError, LookupError):
+        except AttributeError as exc:
+            if hasattr(response.raw, "_connection"):  # a real urllib3 response, not a double
+                log.warning("cannot read the upstream socket directly (%s): urllib3 or "
+                            "http.client internals changed; using urllib3's reads", exc)
+        except LookupError:
             pass
     return ResponseBody(response)

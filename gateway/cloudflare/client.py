@@ -30,6 +30,7 @@ MISSING_CREDENTIALS = ("The gateway has no Cloudflare credentials: set CLOUDFLAR
                        "CLOUDFLARE_API_TOKEN (or CLOUDFLARE_ACCOUNTS) and restart it.")
 CATALOGUE_PAGE_SIZE = 50
 CATALOGUE_MAX_PAGES = 40
+READ_SIZE = 65536  # bytes per read of a non-stream answer
 
 
 @dataclass
@@ -52,6 +53,7 @@ class UpstreamClient:
         self.verify = config["UPSTREAM_CA_BUNDLE"] or True
         self.retries = config["UPSTREAM_RETRIES"]
         self.retry_after_cap = config["UPSTREAM_RETRY_AFTER_CAP"]
+        self.max_body = config["UPSTREAM_MAX_BODY_BYTES"]
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy or netrc from the environment
         self.adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config["UPSTREAM_POOL_SIZE"],
@@ -81,8 +83,8 @@ class UpstreamClient:
             # Straight to the pooled adapter: Session.request would re-parse the URL, merge
             # environment settings and run hooks on every call, a seventh of a worker's CPU
             # under load (bench/), for nothing this client uses. Redirects are not followed.
-            return self.adapter.send(request, stream=stream, timeout=self.timeout,
-                                     verify=self.verify)
+            response = self.adapter.send(request, stream=stream, timeout=self.timeout,
+                                         verify=self.verify)
         except requests.ConnectTimeout:
             log.warning("connecting to Cloudflare timed out")
             raise UpstreamTimeoutError("Could not connect to Workers AI in time.",
@@ -94,6 +96,15 @@ class UpstreamClient:
             log.warning("Cloudflare unreachable: %s", type(exc).__name__)
             raise UpstreamError("Could not reach Workers AI.",
                                 code="upstream_unreachable") from None
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", ""):
+            # Asked for identity: a compressed body would be decoded behind the read
+            # timeouts and size caps, so it counts as a malformed answer.
+            response.close()
+            log.warning("Cloudflare answered with Content-Encoding %r", encoding[:40])
+            raise UpstreamError("Workers AI answered with a compressed body although the "
+                                "gateway asked for none.", code="upstream_malformed")
+        return response
 
     def check(self, response, model=None):
         """Raise the mapped error unless `response` is a 2xx (closes it when raising)."""
@@ -110,7 +121,7 @@ class UpstreamClient:
     def read_json(self, response):
         """The whole body as JSON; UpstreamError when it is not JSON. Always closes."""
         try:
-            return jsonio.loads(response.content)
+            return jsonio.loads(self._read_capped(response))
         except requests.Timeout:
             raise UpstreamTimeoutError("Workers AI went silent mid-answer.") from None
         except requests.ConnectionError as exc:
@@ -121,6 +132,26 @@ class UpstreamClient:
             raise UpstreamError("Workers AI answered with an unreadable body.") from None
         finally:
             response.close()
+
+    def _read_capped(self, response):
+        """The body, refused past UPSTREAM_MAX_BODY_BYTES before it is all in memory."""
+        limit = self.max_body
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > limit:
+            raise self._too_large()
+        chunks, size = [], 0
+        for chunk in response.iter_content(READ_SIZE):
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self):
+        log.warning("Cloudflare's answer is larger than UPSTREAM_MAX_BODY_BYTES (%d)",
+                    self.max_body)
+        return UpstreamError("Workers AI answered with a body larger than this gateway accepts "
+                             "(UPSTREAM_MAX_BODY_BYTES).", code="upstream_body_too_large")
 
     def call(self, attempt, deadline=None):
         """Run `attempt(account)` with failover and retries; return its result.

@@ -15,6 +15,20 @@ OUT_OF_CAPACITY = 3040
 MODEL_MISSING = {5007, 3042, 7000, 7003}
 TOO_LARGE = 3006
 TIMED_OUT = {3007, 3008}
+# The codes of Cloudflare's Workers AI error table (developers.cloudflare.com/workers-ai/
+# platform/errors/) and the API's own auth, routing and validation codes seen from /ai/run.
+# Metrics label these by number and any other code "other", so that an upstream sending
+# new codes cannot grow the label set without bound.
+KNOWN_CODES = frozenset({3003, 3006, 3007, 3008, 3023, 3036, 3039, 3040, 3041, 3042, 4006,
+                         5004, 5005, 5006, 5007, 5016, 5018, 5019, 5035, 7000, 7003, 9109,
+                         10000})
+
+
+def code_label(code):
+    """A bounded metrics label for a Cloudflare error code: the code, "" or "other"."""
+    if code is None:
+        return ""
+    return str(code) if code in KNOWN_CODES else "other"
 
 
 def error_code(body):
@@ -31,9 +45,11 @@ def error_code(body):
     candidates.append(body.get("internalCode"))
     for code in candidates:
         try:
-            return int(code)
+            number = int(code)
         except (TypeError, ValueError):
             continue
+        if 0 <= number < 10**9:  # a code, not a 40-digit number that logs and labels choke on
+            return number
     return None
 
 

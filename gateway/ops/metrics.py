@@ -10,6 +10,8 @@ import os
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess)
 
+from gateway.cloudflare.error_map import code_label
+
 REQUESTS = Counter("gateway_requests_total", "Requests answered", ["route", "status", "model"])
 DURATION = Histogram("gateway_request_duration_seconds", "Whole request time (streams: to the end)",
                      ["route"],
@@ -71,9 +73,13 @@ def observe(fields, model=""):
             KEY_TOKENS.labels(key_name, "completion").inc(fields["completion_tokens"])
 
 
+def _status_label(status):
+    return str(status) if isinstance(status, int) and 100 <= status <= 599 else ""
+
+
 def upstream_error(error):
     """Count one failed upstream attempt (retried ones too) by Cloudflare code and status."""
-    UPSTREAM_ERRORS.labels(str(error.cf_code or ""), str(error.upstream_status or "")).inc()
+    UPSTREAM_ERRORS.labels(code_label(error.cf_code), _status_label(error.upstream_status)).inc()
 
 
 def rate_limited(key_name, limit):

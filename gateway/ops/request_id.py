@@ -8,13 +8,13 @@ import uuid
 
 from flask import g, request
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch: no trailing newline
 
 
 def assign_request_id():
     """before_request: pick the id for this request."""
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if SAFE_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+    g.request_id = incoming if SAFE_ID.fullmatch(incoming) else f"req_{uuid.uuid4().hex}"
 
 
 def add_request_id_header(response):

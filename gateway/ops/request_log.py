@@ -7,6 +7,7 @@ error code, and which account served it (its position in the pool, never its id)
 Keys appear only as a short hash label; prompts are never logged.
 """
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -77,13 +78,40 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# Characters that could end a log line or fake one in a terminal: C0 and C1 controls, DEL,
+# and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(text):
+    """`text` with control characters written as escapes, so it stays on its line."""
+    text = str(text)
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text)
+
+
+def _value(value):
+    """A key=value value: quoted when it holds a space, a quote or an `=`, then escaped."""
+    text = str(value)
+    if text == "" or any(c in text for c in ' "='):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _escape(text)
+
+
 class TextFormatter(logging.Formatter):
-    """Human-readable lines, with the request fields as key=value pairs."""
+    """Human-readable lines, with the request fields as key=value pairs.
+
+    Every field and the message are escaped: a request path holding `%0a` must not be able
+    to start a forged log line.
+    """
 
     def format(self, record):
         fields = getattr(record, "fields", {})
-        tail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        tail = " ".join(f"{k}={_value(v)}" for k, v in fields.items() if v is not None)
+        line = (f"{self.formatTime(record)} {record.levelname} {record.name}: "
+                f"{_escape(record.getMessage())}")
         line = f"{line} {tail}" if tail else line
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
