@@ -76,10 +76,12 @@ def post_worker_init(worker):
     """Move the loaded app out of the garbage collector's way: fewer objects to scan on
     every collection of a busy worker (about 3% of its CPU in bench/ profiles). And on
     SIGTERM, end streams still open shortly before GRACEFUL_TIMEOUT runs out with an error
-    event, rather than have them cut (gateway.ops.shutdown; the app is loaded by now)."""
+    event, rather than have them cut (gateway.ops.shutdown; the app is loaded by now).
+    Each response's head goes out with its first body bytes (gateway/ops/one_send.py)."""
     import gc
 
-    from gateway.ops import shutdown
+    from gateway.ops import one_send, shutdown
 
     shutdown.install(worker)
+    one_send.install()
     gc.freeze()

@@ -14,7 +14,6 @@ from urllib.parse import quote, urlencode
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from gateway import jsonio
@@ -22,6 +21,7 @@ from gateway.cloudflare import retry
 from gateway.ops import metrics
 from gateway.cloudflare.accounts import Account, AccountPool
 from gateway.cloudflare.error_map import map_error
+from gateway.cloudflare.transport import CloudflareAdapter
 from gateway.errors import APIError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ class UpstreamClient:
         self.max_body = config["UPSTREAM_MAX_BODY_BYTES"]
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy or netrc from the environment
-        self.adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config["UPSTREAM_POOL_SIZE"],
-                                   max_retries=0)
+        self.adapter = CloudflareAdapter(pool_connections=4,
+                                         pool_maxsize=config["UPSTREAM_POOL_SIZE"], max_retries=0)
         self.session.mount("http://", self.adapter)
         self.session.mount("https://", self.adapter)
 
