@@ -105,6 +105,14 @@ class Config:
     FORWARDED_ALLOW_IPS = _csv(_env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"))
     # Seconds a stored /v1/responses answer stays retrievable and chainable (30 days).
     RESPONSES_TTL = float(_env("RESPONSES_TTL", str(30 * 24 * 3600)))
+    # Fetch http(s) image URLs of chat messages and inline them (1) or refuse them (0).
+    IMAGE_FETCH = _env("IMAGE_FETCH", "0").lower() in ("1", "true", "yes", "on")
+    # Largest image the gateway fetches, in bytes.
+    IMAGE_FETCH_MAX_BYTES = int(_env("IMAGE_FETCH_MAX_BYTES", str(10 * 1024 * 1024)))
+    # Seconds one image fetch may take in total.
+    IMAGE_FETCH_TIMEOUT = float(_env("IMAGE_FETCH_TIMEOUT", "10"))
+    # When set, the only hosts images are fetched from (they may be on private addresses).
+    IMAGE_FETCH_ALLOW_HOSTS = _csv(os.environ.get("IMAGE_FETCH_ALLOW_HOSTS"))
     # Connections kept open to Cloudflare per worker (sized for concurrent streams).
     UPSTREAM_POOL_SIZE = int(_env("UPSTREAM_POOL_SIZE", "1000"))
     # Shared state (stored keys, their limits and usage, the account pool): an SQLite file

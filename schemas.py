@@ -6,9 +6,13 @@ counts as absent, booleans are never numbers, and parameters that would change t
 output but are not implemented are refused by name rather than dropped silently.
 Unknown keys are dropped: nothing is forwarded that the gateway does not know.
 """
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import (EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate,
+                         validates_schema)
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+NAME_ERROR = "Must be 1-64 letters, digits, underscores or dashes."
+MAX_STOP = 4
 NOT_IMPLEMENTED = "is not supported by this gateway yet"
 # Model names become a URL path upstream: no dot segments, no empty segments, safe characters.
 # \Z, not $: `$` also matches before a trailing newline ("@cf/x/ok\n" would pass).
@@ -45,26 +49,43 @@ class StrictInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class TextContent(fields.Field):
-    """A message content: a string, or a list of text parts joined into one string."""
+class ChatContent(fields.Field):
+    """A message content: a string, or a list of parts (text parts only are joined into one
+    string; with `image_url` parts the list is kept, each part normalised)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
             return value
         if not isinstance(value, list):
             raise ValidationError("Must be a string or a list of content parts.")
-        texts = []
-        for index, part in enumerate(value):
-            if not isinstance(part, dict):
-                raise ValidationError({index: ["Must be an object."]})
-            if part.get("type") != "text":
-                kind = part.get("type")
-                raise ValidationError(
-                    {index: {"type": [f"Only 'text' content parts are supported, not {kind!r}."]}})
-            if not isinstance(part.get("text"), str):
-                raise ValidationError({index: {"text": ["Must be a string."]}})
-            texts.append(part["text"])
-        return "".join(texts)
+        parts = [_content_part(index, part) for index, part in enumerate(value)]
+        if all(part["type"] == "text" for part in parts):
+            return "".join(part["text"] for part in parts)
+        return parts
+
+
+def _content_part(index, part):
+    if not isinstance(part, dict):
+        raise ValidationError({index: ["Must be an object."]})
+    kind = part.get("type")
+    if kind == "text":
+        if not isinstance(part.get("text"), str):
+            raise ValidationError({index: {"text": ["Must be a string."]}})
+        return {"type": "text", "text": part["text"]}
+    if kind == "image_url":
+        image = part.get("image_url")
+        if isinstance(image, str):  # some clients send the URL itself
+            image = {"url": image}
+        if not isinstance(image, dict) or not isinstance(image.get("url"), str) \
+                or not image["url"]:
+            raise ValidationError({index: {"image_url": ["Must be an object with a 'url'."]}})
+        detail = image.get("detail")
+        if detail is not None and detail not in ("auto", "low", "high"):
+            raise ValidationError({index: {"image_url": {"detail": [
+                "Must be one of: auto, low, high."]}}})
+        return {"type": "image_url", "image_url": {"url": image["url"]}}
+    raise ValidationError({index: {"type": [
+        f"Only 'text' and 'image_url' content parts are supported, not {kind!r}."]}})
 
 
 def _drop_nulls(data):
@@ -93,6 +114,31 @@ class StreamOptions(Schema):
         return _drop_nulls(data)
 
 
+class FunctionCall(Schema):
+    """`function` of an assistant tool call: `arguments` is a JSON string."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True)
+    arguments = fields.String(load_default="{}")
+
+    @pre_load
+    def drop_nulls(self, data, **kwargs):
+        return _drop_nulls(data)
+
+
+class ToolCall(Schema):
+    """One tool call of an earlier assistant turn."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(required=True, validate=validate.Length(min=1))
+    type = fields.String(load_default="function", validate=validate.Equal("function"))
+    function = fields.Nested(FunctionCall, required=True)
+
+
 class Message(Schema):
     """One chat message; `developer` is sent upstream as `system`."""
 
@@ -100,17 +146,133 @@ class Message(Schema):
         unknown = EXCLUDE
 
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
-    content = TextContent(required=True)
+    content = ChatContent(required=True)
     name = fields.String()
+    tool_calls = fields.List(fields.Nested(ToolCall))
+    tool_call_id = fields.String()
 
     @pre_load
     def normalise(self, data, **kwargs):
         if isinstance(data, dict):
-            if data.get("tool_calls"):
-                raise ValidationError({"tool_calls": [f"'tool_calls' {NOT_IMPLEMENTED}."]})
             if data.get("role") == "assistant" and data.get("content") is None:
                 data = {**data, "content": ""}
+            if not data.get("tool_calls"):
+                data = {k: v for k, v in data.items() if k != "tool_calls"}
+            if data.get("role") == "function":  # legacy function result: a tool message
+                data = {**data, "role": "tool", "tool_call_id": data.get("name") or "function"}
+            call = data.get("function_call")
+            if data.get("role") == "assistant" and isinstance(call, dict) \
+                    and "tool_calls" not in data:
+                data = {**data, "tool_calls": [{"id": call.get("name") or "function",
+                                                "type": "function", "function": call}]}
         return _drop_nulls(data)
+
+    @validates_schema
+    def only_assistants_call(self, data, **kwargs):
+        if "tool_calls" in data and data["role"] != "assistant":
+            raise ValidationError("Only assistant messages carry tool calls.", "tool_calls")
+        if not isinstance(data["content"], str) and data["role"] != "user":
+            raise ValidationError("Only user messages may hold images.", "content")
+
+
+class FunctionDefinition(Schema):
+    """A function the model may call (`tools[].function`, or a legacy `functions` item)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=validate.Regexp(FUNCTION_NAME, error=NAME_ERROR))
+    description = fields.String()
+    parameters = fields.Dict()
+    strict = StrictBoolean()
+
+    @pre_load
+    def drop_nulls(self, data, **kwargs):
+        return _drop_nulls(data)
+
+
+class Tool(Schema):
+    """`{"type": "function", "function": {...}}`."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True, validate=validate.Equal(
+        "function", error="Only 'function' tools are supported."))
+    function = fields.Nested(FunctionDefinition, required=True)
+
+
+class ToolChoice(fields.Field):
+    """`none`, `auto`, `required` or `{"type": "function", "function": {"name": ...}}`;
+    returned as the mode string or the function's name in a dict `{"name": ...}`."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value in ("none", "auto", "required"):
+            return value
+        if isinstance(value, dict):
+            function = value.get("function")
+            if value.get("type") == "function" and isinstance(function, dict) \
+                    and isinstance(function.get("name"), str):
+                return {"name": function["name"]}
+        raise ValidationError("Must be 'none', 'auto', 'required' or "
+                              "{\"type\": \"function\", \"function\": {\"name\": ...}}.")
+
+
+class FunctionCallChoice(fields.Field):
+    """Legacy `function_call`: `none`, `auto` or `{"name": ...}`."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value in ("none", "auto"):
+            return value
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            return {"name": value["name"]}
+        raise ValidationError("Must be 'none', 'auto' or {\"name\": ...}.")
+
+
+class JsonSchemaFormat(Schema):
+    """`response_format.json_schema`: OpenAI's `{name, description, schema, strict}`."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=validate.Regexp(FUNCTION_NAME, error=NAME_ERROR))
+    description = fields.String()
+    schema = fields.Dict()
+    strict = StrictBoolean()
+
+    @pre_load
+    def drop_nulls(self, data, **kwargs):
+        return _drop_nulls(data)
+
+
+class ResponseFormat(Schema):
+    """`response_format`: text, json_object or json_schema."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True, validate=validate.OneOf(
+        ("text", "json_object", "json_schema")))
+    json_schema = fields.Nested(JsonSchemaFormat)
+
+    @validates_schema
+    def schema_for_json_schema(self, data, **kwargs):
+        if data["type"] == "json_schema" and "json_schema" not in data:
+            raise ValidationError("Required with type 'json_schema'.", "json_schema")
+
+
+class Stop(fields.Field):
+    """`stop`: a string or up to four strings, none empty; returned as a list."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        stops = [value] if isinstance(value, str) else value
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise ValidationError("Must be a string or a list of strings.")
+        if len(stops) > MAX_STOP:
+            raise ValidationError(f"Must hold at most {MAX_STOP} sequences.")
+        if any(s == "" for s in stops):
+            raise ValidationError("Stop sequences must not be empty.")
+        return stops
 
 
 class GenerationRequest(Schema):
@@ -133,6 +295,7 @@ class GenerationRequest(Schema):
     presence_penalty = StrictNumber(validate=validate.Range(0, 2))
     repetition_penalty = StrictNumber(validate=validate.Range(0, 2))
     seed = StrictInteger(validate=validate.Range(1, 9999999999))
+    stop = Stop()
     # Informational: accepted, never forwarded.
     user = fields.String()
     metadata = fields.Dict()
@@ -151,7 +314,6 @@ class GenerationRequest(Schema):
     # Parameters that change the output: allowed only in their do-nothing form.
     unimplemented = {
         "n": lambda v: v == 1 and not isinstance(v, bool),
-        "stop": lambda v: v in ("", []),
         "logprobs": lambda v: v is False or v == 0 and not isinstance(v, bool),
         "top_logprobs": lambda v: v == 0 and not isinstance(v, bool),
         "logit_bias": lambda v: v == {},
@@ -166,11 +328,72 @@ class GenerationRequest(Schema):
     }
 
 
+    @post_load
+    def drop_empty_stop(self, data, **kwargs):
+        if data.get("stop") == []:
+            del data["stop"]
+        return data
+
+
+# What a chat request may ask for beyond plain text; whether the model can is decided later,
+# from its own schema (gateway/openai/features.py).
+CHAT_FEATURES = ("n", "logprobs", "top_logprobs", "response_format", "tools", "functions",
+                 "tool_choice", "function_call")
+
+
 class ChatCompletionRequest(GenerationRequest):
     """POST /v1/chat/completions."""
 
     messages = fields.List(fields.Nested(Message), required=True,
                            validate=validate.Length(min=1, error="Must hold at least one message."))
+    tools = fields.List(fields.Nested(Tool))
+    functions = fields.List(fields.Nested(FunctionDefinition))
+    tool_choice = ToolChoice()
+    function_call = FunctionCallChoice()
+    parallel_tool_calls = StrictBoolean()
+    response_format = fields.Nested(ResponseFormat)
+    reasoning_effort = fields.String(validate=validate.Length(min=1))
+    n = StrictInteger(validate=validate.Range(1, 128))
+    logprobs = StrictBoolean()
+    top_logprobs = StrictInteger(validate=validate.Range(0, 20))
+
+    unimplemented = {name: allowed for name, allowed in GenerationRequest.unimplemented.items()
+                     if name not in CHAT_FEATURES}
+
+    @post_load
+    def normalise_features(self, data, **kwargs):
+        """Legacy functions become tools; do-nothing values are dropped; choices are checked."""
+        if "functions" in data:
+            if "tools" in data:
+                raise ValidationError("Send 'tools' or the legacy 'functions', not both.",
+                                      "functions")
+            data["tools"] = [{"type": "function", "function": f} for f in data.pop("functions")]
+            data["legacy_functions"] = True
+        if "function_call" in data:
+            data.setdefault("tool_choice", data.pop("function_call"))
+        if not data.get("tools"):
+            data.pop("tools", None)
+            if data.get("tool_choice") not in (None, "none", "auto"):
+                raise ValidationError("'tool_choice' needs 'tools'.", "tool_choice")
+            data.pop("tool_choice", None)
+            data.pop("parallel_tool_calls", None)
+        choice = data.get("tool_choice")
+        names = [tool["function"]["name"] for tool in data.get("tools", [])]
+        if isinstance(choice, dict) and choice["name"] not in names:
+            raise ValidationError(f"No tool named {choice['name']!r} in 'tools'.", "tool_choice")
+        if len(set(names)) != len(names):
+            raise ValidationError("Tool names must be unique.", "tools")
+        if data.get("response_format", {}).get("type") == "text":
+            del data["response_format"]
+        if data.get("n") == 1:
+            del data["n"]
+        if data.get("logprobs") is False:
+            del data["logprobs"]
+        if data.get("top_logprobs") and not data.get("logprobs"):
+            raise ValidationError("'top_logprobs' needs 'logprobs': true.", "top_logprobs")
+        if not data.get("top_logprobs"):
+            data.pop("top_logprobs", None)
+        return data
 
 
 class CompletionRequest(GenerationRequest):

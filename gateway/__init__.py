@@ -20,6 +20,7 @@ def create_app(config_class=Config):
     from gateway.ops.metrics import state_store_recovered
     from gateway.cloudflare.catalogue import ModelCatalogue
     from gateway.cloudflare.model_schemas import ModelSchemas
+    from gateway.openai.image_fetch import ImageFetcher
     from gateway.jsonio import OrjsonProvider
     from gateway.routes import chat, completions, health, metrics, models, responses
     from gateway.state import responses as stored_responses
@@ -43,6 +44,9 @@ def create_app(config_class=Config):
     app.extensions["model_schemas"] = ModelSchemas(upstream, app.config["MODELS_CACHE_TTL"],
                                                    catalogue)
     stored_responses.init_app(app)
+    app.extensions["image_fetcher"] = ImageFetcher(app.config["IMAGE_FETCH_MAX_BYTES"],
+                                                   app.config["IMAGE_FETCH_TIMEOUT"],
+                                                   app.config["IMAGE_FETCH_ALLOW_HOSTS"])
 
     cors.init_app(app)
     request_id.init_app(app)

@@ -4,7 +4,7 @@ import json
 import pytest
 import responses
 
-from tests.conftest import KEY, MODEL, RUN_URL, TOKEN, TestConfig, cf_ok
+from tests.conftest import KEY, MODEL, RUN_URL, SEARCH_URL, TOKEN, TestConfig, cf_ok
 from tests.openai_spec import validate_chat_completion, validate_completion, validate_error
 
 CHAT = "/v1/chat/completions"
@@ -36,9 +36,10 @@ def run(upstream):
 
 
 def forwarded(upstream):
-    """The JSON body of the one call that went to Cloudflare."""
-    assert len(upstream.calls) == 1
-    return json.loads(upstream.calls[0].request.body)
+    """The JSON body of the one run that went to Cloudflare (schema look-ups aside)."""
+    calls = [c for c in upstream.calls if "/ai/run/" in c.request.url]
+    assert len(calls) == 1
+    return json.loads(calls[0].request.body)
 
 
 def assert_refused(rv, upstream, param, status=400, code=None):
@@ -50,7 +51,7 @@ def assert_refused(rv, upstream, param, status=400, code=None):
     assert body["error"]["param"] == param
     if code is not None:
         assert body["error"]["code"] == code
-    assert len(upstream.calls) == 0
+    assert not [c for c in upstream.calls if "/ai/run/" in c.request.url]
 
 
 # ---------------------------------------------------------------- refused bodies
@@ -116,7 +117,7 @@ def test_completion_refuses_bad_parameter(client, auth, upstream, field, value):
                  id="messages-object"),
     pytest.param(chat(messages=["Hello"]), "messages[0]", id="message-string"),
     pytest.param(chat(messages=[{"content": "Hello"}]), "messages[0].role", id="role-missing"),
-    pytest.param(chat(messages=[{"role": "function", "content": "x"}]), "messages[0].role",
+    pytest.param(chat(messages=[{"role": "wizard", "content": "x"}]), "messages[0].role",
                  id="role-unknown"),
     pytest.param(chat(messages=[{"role": 1, "content": "x"}]), "messages[0].role",
                  id="role-number"),
@@ -132,7 +133,7 @@ def test_completion_refuses_bad_parameter(client, auth, upstream, field, value):
     pytest.param(chat(messages=[{"role": "user", "content": [
         {"type": "text", "text": "Look:"},
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]),
-        "messages[0].content[1].type", id="content-part-image"),
+        "messages[0].content[1]", id="content-part-image-model-without-vision"),
     pytest.param(chat(messages=[{"role": "user", "content": [{"text": "x"}]}]),
                  "messages[0].content[0].type", id="content-part-untyped"),
     pytest.param(chat(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]),
@@ -174,45 +175,80 @@ def test_refuses_malformed_or_non_object_body(client, auth, upstream, path, data
     assert_refused(rv, upstream, None)
 
 
-NOT_IMPLEMENTED = [
+MODEL_CANNOT = [
     pytest.param("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-                 id="tools"),
-    pytest.param("tool_choice", "auto", id="tool_choice-auto"),
-    pytest.param("tool_choice", "required", id="tool_choice-required"),
-    pytest.param("tool_choice", {"type": "function", "function": {"name": "f"}},
-                 id="tool_choice-object"),
-    pytest.param("functions", [{"name": "f", "parameters": {}}], id="functions"),
-    pytest.param("response_format", {"type": "json_object"}, id="response_format-json_object"),
+                 "tools", id="tools"),
+    pytest.param("functions", [{"name": "f", "parameters": {}}], "functions", id="functions"),
+    pytest.param("response_format", {"type": "json_object"}, "response_format",
+                 id="response_format-json_object"),
     pytest.param("response_format", {"type": "json_schema", "json_schema": {"name": "x"}},
-                 id="response_format-json_schema"),
-    pytest.param("stop", "\n", id="stop-string"),
-    pytest.param("stop", ["END"], id="stop-list"),
-    pytest.param("n", 2, id="n-two"),
-    pytest.param("logprobs", True, id="logprobs-true"),
+                 "response_format", id="response_format-json_schema"),
+    pytest.param("n", 2, "n", id="n-two"),
+    pytest.param("logprobs", True, "logprobs", id="logprobs-true"),
+    pytest.param("reasoning_effort", "low", "reasoning_effort", id="reasoning_effort"),
 ]
 
 
-@pytest.mark.parametrize("field, value", NOT_IMPLEMENTED)
-def test_chat_refuses_unimplemented_parameter(client, auth, upstream, field, value):
+@pytest.fixture
+def plain_model_schema(upstream):
+    """Cloudflare's schema for MODEL: plain text only (no tools, JSON mode, images...)."""
+    from tests.fake_model_families import classic
+    upstream.add(responses.GET, SEARCH_URL.replace("/search", "/schema"), json=cf_ok(classic()))
+    return upstream
+
+
+@pytest.mark.parametrize("field, value, param", MODEL_CANNOT)
+def test_chat_refuses_what_the_model_schema_lacks(client, auth, plain_model_schema, field,
+                                                  value, param):
     rv = client.post(CHAT, json=chat(**{field: value}), headers=auth)
-    assert_refused(rv, upstream, field)
+    assert_refused(rv, plain_model_schema, param, code="model_not_supported")
+    assert MODEL in rv.get_json()["error"]["message"]
 
 
 @pytest.mark.parametrize("field, value", [
-    pytest.param("stop", "\n", id="stop"),
+    pytest.param("tool_choice", "required", id="tool_choice-required-without-tools"),
+    pytest.param("tool_choice", {"type": "function", "function": {"name": "f"}},
+                 id="tool_choice-object-without-tools"),
+    pytest.param("tool_choice", "sometimes", id="tool_choice-unknown"),
+    pytest.param("stop", ["a", "b", "c", "d", "e"], id="stop-five"),
+    pytest.param("stop", "", id="stop-empty-string"),
+    pytest.param("stop", ["a", ""], id="stop-empty-in-list"),
+    pytest.param("stop", ["a", 1], id="stop-non-string"),
+    pytest.param("stop", 5, id="stop-number"),
+    pytest.param("top_logprobs", 2, id="top_logprobs-without-logprobs"),
+    pytest.param("n", 0, id="n-zero"),
+    pytest.param("response_format", {"type": "xml"}, id="response_format-unknown"),
+    pytest.param("response_format", {"type": "json_schema"}, id="response_format-no-schema"),
+    pytest.param("tools", [{"type": "function", "function": {"name": "bad name"}}],
+                 id="tools-bad-name"),
+    pytest.param("tools", [{"type": "retrieval"}], id="tools-not-function"),
+])
+def test_chat_refuses_malformed_feature(client, auth, upstream, field, value):
+    rv = client.post(CHAT, json=chat(**{field: value}), headers=auth)
+    assert rv.status_code == 400
+    assert rv.get_json()["error"]["param"].split(".")[0].split("[")[0] == field
+    assert not upstream.calls
+
+
+@pytest.mark.parametrize("field, value", [
     pytest.param("n", 3, id="n"),
     pytest.param("response_format", {"type": "json_object"}, id="response_format"),
+    pytest.param("tools", [{"type": "function", "function": {"name": "f"}}], id="tools"),
 ])
 def test_completion_refuses_unimplemented_parameter(client, auth, upstream, field, value):
     rv = client.post(COMPLETIONS, json=completion(**{field: value}), headers=auth)
     assert_refused(rv, upstream, field)
 
 
-def test_chat_refuses_assistant_tool_calls(client, auth, upstream):
+def test_chat_forwards_tool_history(client, auth, run, plain_model_schema):
     message = {"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
-    rv = client.post(CHAT, json=chat(messages=[*HELLO, message]), headers=auth)
-    assert_refused(rv, upstream, "messages[1].tool_calls")
+    result = {"role": "tool", "content": "42", "tool_call_id": "call_1"}
+    rv = client.post(CHAT, json=chat(messages=[*HELLO, message, result]), headers=auth)
+    assert rv.status_code == 200, rv.get_data(as_text=True)
+    run_calls = [c for c in run.calls if "/ai/run/" in c.request.url]
+    assert json.loads(run_calls[0].request.body)["messages"][1:] == [
+        {"role": "assistant", "content": "", "tool_calls": message["tool_calls"]}, result]
 
 
 @pytest.mark.parametrize("path, body", [
@@ -360,7 +396,8 @@ def test_chat_forwards_exactly_the_known_parameters(client, auth, run):
     }
 
 
-def test_chat_sends_developer_as_system_and_joins_content_parts(client, auth, run):
+def test_chat_sends_developer_as_system_and_joins_content_parts(client, auth, run,
+                                                                plain_model_schema):
     messages = [
         {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "Hello, "},
@@ -374,7 +411,7 @@ def test_chat_sends_developer_as_system_and_joins_content_parts(client, auth, ru
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hello, world"},
         {"role": "assistant", "content": "Hi."},
-        {"role": "tool", "content": "42"},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"},
     ]
 
 

@@ -47,13 +47,12 @@ def test_read_reply_reads_text(body, text):
     pytest.param(cf_ok({}), id="result-empty"),
     pytest.param(cf_ok({"usage": USAGE}), id="usage-only"),
     pytest.param(cf_ok({"output": "hello"}), id="unknown-key"),
-    pytest.param(cf_ok({"response": {"text": "hello"}}), id="response-object"),
-    pytest.param(cf_ok({"response": ["hello"]}), id="response-list"),
+    pytest.param(cf_ok({"response": True}), id="response-boolean"),
     pytest.param(cf_ok({"choices": []}), id="choices-empty"),
     pytest.param(cf_ok({"choices": "hello"}), id="choices-string"),
     pytest.param(cf_ok({"choices": ["hello"]}), id="choices-of-string"),
-    pytest.param(cf_ok({"choices": [{"message": {"content": {"a": 1}}}]}),
-                 id="choices-content-object"),
+    pytest.param(cf_ok({"choices": [{"message": {"content": False}}]}),
+                 id="choices-content-boolean"),
 ])
 def test_read_reply_refuses_unreadable_body(body):
     with pytest.raises(UnreadableReply):

@@ -112,6 +112,10 @@ def _map(status, body, model, headers, secrets):
     if code == OUT_OF_CAPACITY:
         return RateLimitError("Workers AI is out of capacity for this model right now; "
                               "please try again shortly.", headers=extra)
+    if "json mode couldn't be met" in cf_message.lower():
+        return InvalidRequestError(
+            f"The model could not produce JSON matching the requested format. Cloudflare said: "
+            f"{cf_message}", param="response_format", code="json_validate_failed")
     if code in MODEL_MISSING:
         return NotFoundError(f"The model '{model}' does not exist on Workers AI.", param="model")
     if code == TOO_LARGE or status == 413:

@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import jsonio
-from gateway.openai import translate
+from gateway.openai import features, translate, vision
 from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from gateway.ops.request_log import current_stats
 from gateway.openai.stream_translate import StreamTranslator
@@ -110,9 +110,11 @@ def _check_length(data):
             f"at most {limit}.", param=param, code="context_length_exceeded")
 
 
-def generate(kind, schema, build_payload, build_response):
-    """Serve one chat or text completion request, streamed or not."""
-    body = parse_body()
+def generate(kind, schema, build_payload, build_response, body=None):
+    """Serve one chat or text completion request, streamed or not (`body`: a dict instead of
+    the HTTP body, for routes that drive this pipeline with a chat-shaped request)."""
+    if body is None:
+        body = parse_body()
     check_counts(body)
     data = validate(schema, body)
     if data["stream"]:
@@ -130,16 +132,36 @@ def _admit(data):
     return stats
 
 
+def _prepare(data, build_payload):
+    """(payload, Plan): the plain payload, and beyond plain text what the model's own schema
+    allows (gateway/openai/features.py); plain text requests never look the schema up."""
+    payload = build_payload(data, current_app.config["DEFAULT_MAX_TOKENS"])
+    if not features.needs_schema(data):
+        return payload, features.PLAIN
+    extensions = current_app.extensions
+    capabilities = extensions["model_schemas"].capabilities(data["model"])
+    return features.apply(data, payload, capabilities, data["model"],
+                          _image_inliner(current_app.config, extensions))
+
+
+def _image_inliner(config, extensions):
+    """`messages -> messages` with image URLs fetched as data URLs (as IMAGE_FETCH allows)."""
+    def inline(messages):
+        fetcher = extensions["image_fetcher"]
+        return vision.inline_images(messages, fetcher.fetch, config["IMAGE_FETCH"])
+    return inline
+
+
 def complete(data, build_payload, build_response):
     """The answer to a validated non-stream request, as the API's response dict."""
     stats = _admit(data)
     config = current_app.config
     default_max = config["DEFAULT_MAX_TOKENS"]
-    payload = build_payload(data, default_max)
+    payload, plan = _prepare(data, build_payload)
     deadline = time.monotonic() + config["UPSTREAM_TOTAL_TIMEOUT"]
     with time_limit(config["UPSTREAM_TOTAL_TIMEOUT"]):
         answer = current_app.extensions["upstream"].run(data["model"], payload, deadline=deadline)
-    reply = _reply_of(answer, stats)
+    reply = features.finish_reply(_reply_of(answer, stats), plan)
     return build_response(reply, model=data["model"],
                           max_tokens=translate.max_tokens_of(data, default_max))
 
@@ -153,19 +175,20 @@ def stream(kind, data, build_payload, adapt=None):
     stats = _admit(data)
     config = current_app.config
     default_max = config["DEFAULT_MAX_TOKENS"]
-    payload = build_payload(data, default_max)
+    payload, plan = _prepare(data, build_payload)
     upstream = current_app.extensions["upstream"]
-    answer = upstream.run(data["model"], payload, stream=True)
+    answer = upstream.run(data["model"], payload, stream=not plan.replay)
     options = data.get("stream_options") or {}
     translator = StreamTranslator(kind, model=data["model"],
                                   max_tokens=translate.max_tokens_of(data, default_max),
-                                  include_usage=options.get("include_usage", False))
+                                  include_usage=options.get("include_usage", False),
+                                  stops=plan.stops)
     if adapt is not None:
         translator = adapt(translator)
     if answer.stream is None:
         if not _readable(answer.body):  # e.g. GPT-OSS: no stream on /ai/run, an empty result
             answer = upstream.run(data["model"], {**payload, "stream": False})
-        reply = _reply_of(answer, stats)
+        reply = features.finish_reply(_reply_of(answer, stats), plan)
         stats.first_byte()
         stats.first_token()
         return Response(replay(reply, translator), mimetype="text/event-stream",

@@ -33,6 +33,7 @@ class ResponsesStream:
 
     # The relay reads these from the chat translator's progress.
     done = property(lambda self: self.chat.done)
+    upstream_finished = property(lambda self: self.chat.upstream_finished)
     tokens_seen = property(lambda self: self.chat.tokens_seen)
     usage = property(lambda self: self.chat.usage)
 

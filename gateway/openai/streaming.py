@@ -189,7 +189,7 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
             "The gateway failed while relaying the stream.", code="internal_error"), stats)
     finally:
         metrics.OPEN_STREAMS.dec()
-        _release(body, response, translator.done)
+        _release(body, response, translator.upstream_finished)
 
 
 def _error_event(translator, error, stats):
