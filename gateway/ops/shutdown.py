@@ -39,3 +39,4 @@ def install(worker):
         original(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it: no interrupted calls
