@@ -53,6 +53,7 @@ from typing import Any
 from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests import fake_model_behaviour as behaviour
 from tests import fake_model_families as families
 
 # --------------------------------------------------------------------------------------------
@@ -125,6 +126,8 @@ class Fault:
         if self.account is not None and self.account != account:
             return False
         if self.model is not None and self.model != model:
+            return False
+        if self.opts.get("route") not in (None, route):  # e.g. route="schema": that route only
             return False
         if route in ("search", "schema"):
             return self.kind in RESPONSE_FAULTS or self.kind == "slow_first_byte"
@@ -652,6 +655,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         faults = fake._take_faults("run", account, model, stream)
         if self._before_response(faults, model):
             return
+        record = fake._by_name.get(model)
+        if record is not None and behaviour.wanted(payload) and model not in fake.schemas:
+            self._run_family(model, payload, stream, faults)
+            return
         try:
             plan = build_plan(payload, model, fake._by_name.get(model),
                               model in fake.openai_shaped, fake.token_delay)
@@ -664,11 +671,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_json(200, nonstream_body(plan, faults))
 
 
+    def _run_family(self, model, payload, stream, faults):
+        """A request using a model family's features (tests/fake_model_behaviour.py)."""
+        fake = self.server.fake
+        try:
+            result = behaviour.answer(model, payload, stream, fake.openai_shaped)
+        except behaviour.Refusal as exc:
+            self._send_json(exc.status, error_envelope(exc.code, exc.message))
+            return
+        if not stream:
+            self._send_json(200, result)
+            return
+        plan = ReplyPlan(model=model, openai=False, tokens=[], finish="stop", prompt_tokens=0,
+                         delay=fake.token_delay)
+        _StreamResponse(self, plan, faults, events=[(e, True) for e in result]).send()
+
+
 class _StreamResponse:
     """Writes one SSE stream as HTTP chunks, applying stream faults and quirks."""
 
-    def __init__(self, handler: _Handler, plan: ReplyPlan, faults: dict):
+    def __init__(self, handler: _Handler, plan: ReplyPlan, faults: dict, events=None):
         self.handler, self.plan, self.faults = handler, plan, faults
+        self.events = events  # ready-made (payload, is_token) pairs instead of the plan's
         self.fake = handler.server.fake
         self.events_sent = 0
         self.eol = "\r\n" if "crlf" in faults else "\n"
@@ -681,7 +705,8 @@ class _StreamResponse:
         """Send headers and every event; count the stream as completed or aborted."""
         handler = self.handler
         render = openai_events if self.plan.openai else classic_events
-        events = list(render(self.plan, self.faults, random.Random(self.plan.id)))
+        events = self.events if self.events is not None else \
+            list(render(self.plan, self.faults, random.Random(self.plan.id)))
         self.fake._count("streams_started")
         try:
             handler.send_response(200)

@@ -565,3 +565,41 @@ def test_model_schema_faults_and_overrides(fake):
     finally:
         fake.schemas.clear()
     assert fake.requests[-1].query == {"model": CLASSIC}
+
+
+# -- model families ----------------------------------------------------------------------------
+
+TOOL = {"type": "function", "function": {"name": "f", "description": "", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string", "description": ""}}}}}
+
+
+@pytest.mark.parametrize("model, body, code_or_calls", [
+    pytest.param("@cf/meta/llama-3.3-70b-instruct-fp8-fast", {"tools": [TOOL]},
+                 [{"name": "f", "arguments": {"city": "London"}}], id="classic-call"),
+    pytest.param("@cf/meta/llama-3.3-70b-instruct-fp8-fast", {"stop": ["x"]}, 5006,
+                 id="classic-refuses-stop"),
+    pytest.param("@cf/meta/llama-3.3-70b-instruct-fp8-fast",
+                 {"response_format": {"type": "json_object"}, "stream": True}, 5006,
+                 id="classic-json-mode-cannot-stream"),
+    pytest.param("@cf/meta/llama-3.3-70b-instruct-fp8-fast",
+                 {"tools": [{"type": "function", "function": {"name": "f"}}]}, 5006,
+                 id="classic-needs-descriptions"),
+    pytest.param(CLASSIC, {"tools": [TOOL]}, 5006, id="plain-model-refuses-tools"),
+])
+def test_family_answers_and_validation(fake, model, body, code_or_calls):
+    r = run(fake, model, messages=[{"role": "user", "content": "hi"}], **body)
+    if isinstance(code_or_calls, int):
+        assert r.status_code == 400 and r.json()["errors"][0]["code"] == code_or_calls
+    else:
+        assert r.json()["result"]["tool_calls"] == code_or_calls
+
+
+def test_family_json_mode_answers_an_object_or_fails(fake):
+    model = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+    fmt = {"type": "json_schema", "json_schema": {"type": "object", "properties": {
+        "n": {"type": "integer"}}}}
+    r = run(fake, model, messages=[{"role": "user", "content": "hi"}], response_format=fmt)
+    assert r.json()["result"]["response"] == {"n": 42}
+    r = run(fake, model, messages=[{"role": "user", "content": "[[json_fail]]"}],
+            response_format=fmt)
+    assert r.status_code == 400 and "JSON Mode couldn't be met" in r.json()["errors"][0]["message"]

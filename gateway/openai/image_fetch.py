@@ -12,6 +12,7 @@ fetched when it is set, and the operator vouches for them (they may be internal)
 """
 import base64
 import ipaddress
+import socket
 import time
 from urllib.parse import urljoin, urlsplit
 
@@ -86,9 +87,10 @@ class ImageFetcher:
             else None
         if limit is not None:
             limit.start()
+        pools = []
         try:
             for _ in range(MAX_REDIRECTS + 1):
-                response = self._get(url, deadline)
+                response = self._get(url, deadline, pools)
                 if response.status not in REDIRECTS:
                     return self._data_url(response, deadline)
                 location = response.headers.get("Location")
@@ -98,10 +100,12 @@ class ImageFetcher:
                 url = urljoin(url, location)
             raise ImageFetchError("The image URL redirected too many times.")
         finally:
+            for pool in pools:
+                pool.close()
             if limit is not None:
                 limit.close()
 
-    def _get(self, url, deadline):
+    def _get(self, url, deadline, pools):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ImageFetchError("Only http and https image URLs can be fetched.")
@@ -109,6 +113,8 @@ class ImageFetcher:
         trusted = host in self.allow_hosts
         if self.allow_hosts and not trusted:
             raise ImageFetchError(f"The host {host} is not in IMAGE_FETCH_ALLOW_HOSTS.")
+        if not trusted:
+            self._precheck(host, parts.port or (443 if parts.scheme == "https" else 80))
         https = parts.scheme == "https"
         if trusted:
             pool_class = HTTPSConnectionPool if https else HTTPConnectionPool
@@ -117,6 +123,7 @@ class ImageFetcher:
         remaining = max(deadline - time.monotonic(), 0.001)
         pool = pool_class(host, parts.port, maxsize=1, retries=False,
                           timeout=urllib3.Timeout(connect=remaining, read=remaining))
+        pools.append(pool)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             return pool.urlopen("GET", path, headers={"Accept": "image/*",
@@ -128,6 +135,18 @@ class ImageFetcher:
         except urllib3.exceptions.HTTPError as exc:
             raise ImageFetchError(f"The image could not be fetched ({type(exc).__name__}).") \
                 from None
+
+    @staticmethod
+    def _precheck(host, port):
+        """Refuse at once a host whose addresses are not public (the connection is checked
+        again on the address it reaches, which is what counts)."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise ImageFetchError(f"The image host {host} could not be resolved.") from None
+        if not infos or not all(is_public(info[4][0]) for info in infos):
+            raise ImageFetchError("The image URL points to a private or reserved address, "
+                                  "which the gateway does not fetch.")
 
     def _data_url(self, response, deadline):
         try:
