@@ -153,26 +153,29 @@ class Message(Schema):
 
     @pre_load
     def normalise(self, data, **kwargs):
-        if isinstance(data, dict):
-            if data.get("role") == "assistant" and data.get("content") is None:
-                data = {**data, "content": ""}
-            if not data.get("tool_calls"):
-                data = {k: v for k, v in data.items() if k != "tool_calls"}
-            if data.get("role") == "function":  # legacy function result: a tool message
-                data = {**data, "role": "tool", "tool_call_id": data.get("name") or "function"}
-            call = data.get("function_call")
-            if data.get("role") == "assistant" and isinstance(call, dict) \
-                    and "tool_calls" not in data:
-                data = {**data, "tool_calls": [{"id": call.get("name") or "function",
-                                                "type": "function", "function": call}]}
+        """null assistant content is "", legacy function turns become tool turns; only
+        assistants call tools and only users send images (checked here: one hook per message
+        is what validation of a long history costs)."""
+        if not isinstance(data, dict):
+            return data
+        role = data.get("role")
+        if role == "assistant" and data.get("content") is None:
+            data = {**data, "content": ""}
+        if "tool_calls" in data and not data["tool_calls"]:
+            data = {k: v for k, v in data.items() if k != "tool_calls"}
+        if role == "function":  # legacy function result: a tool message
+            data = {**data, "role": "tool", "tool_call_id": data.get("name") or "function"}
+        call = data.get("function_call")
+        if role == "assistant" and isinstance(call, dict) and "tool_calls" not in data:
+            data = {**data, "tool_calls": [{"id": call.get("name") or "function",
+                                            "type": "function", "function": call}]}
+        if data.get("tool_calls") and role != "assistant":
+            raise ValidationError({"tool_calls": ["Only assistant messages carry tool calls."]})
+        content = data.get("content")
+        if isinstance(content, list) and role not in ("user", None) and any(
+                isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+            raise ValidationError({"content": ["Only user messages may hold images."]})
         return _drop_nulls(data)
-
-    @validates_schema
-    def only_assistants_call(self, data, **kwargs):
-        if "tool_calls" in data and data["role"] != "assistant":
-            raise ValidationError("Only assistant messages carry tool calls.", "tool_calls")
-        if not isinstance(data["content"], str) and data["role"] != "user":
-            raise ValidationError("Only user messages may hold images.", "content")
 
 
 class FunctionDefinition(Schema):
@@ -306,6 +309,8 @@ class GenerationRequest(Schema):
         if not isinstance(data, dict):
             raise ValidationError("The request body must be a JSON object.", field_name="_schema")
         data = _drop_nulls(data)
+        if data.get("stop") == []:
+            del data["stop"]
         for name, allowed in self.unimplemented.items():
             if name in data:
                 _refuse(name, data[name], allowed)
@@ -328,17 +333,13 @@ class GenerationRequest(Schema):
     }
 
 
-    @post_load
-    def drop_empty_stop(self, data, **kwargs):
-        if data.get("stop") == []:
-            del data["stop"]
-        return data
 
 
 # What a chat request may ask for beyond plain text; whether the model can is decided later,
 # from its own schema (gateway/openai/features.py).
 CHAT_FEATURES = ("n", "logprobs", "top_logprobs", "response_format", "tools", "functions",
                  "tool_choice", "function_call")
+CHAT_FEATURE_SET = frozenset(CHAT_FEATURES + ("parallel_tool_calls",))
 
 
 class ChatCompletionRequest(GenerationRequest):
@@ -363,6 +364,8 @@ class ChatCompletionRequest(GenerationRequest):
     @post_load
     def normalise_features(self, data, **kwargs):
         """Legacy functions become tools; do-nothing values are dropped; choices are checked."""
+        if not CHAT_FEATURE_SET & data.keys():
+            return data
         if "functions" in data:
             if "tools" in data:
                 raise ValidationError("Send 'tools' or the legacy 'functions', not both.",
@@ -704,6 +707,8 @@ class ResponsesRequest(_Strict):
         if not isinstance(data, dict):
             raise ValidationError("The request body must be a JSON object.", field_name="_schema")
         data = _drop_nulls(data)
+        if data.get("stop") == []:
+            del data["stop"]
         for name, allowed in self.unimplemented.items():
             if name in data:
                 _refuse(name, data[name], allowed)

@@ -271,13 +271,16 @@ def test_model_without_json_mode_is_refused(gateway, fake):
 
 def test_emulated_stop_split_across_events_never_reaches_the_client(gateway, fake):
     events = read_events(raw(gateway, model=PLAIN, stream=True, stop=["t3 t4", "zz"],
-                             messages=[{"role": "user", "content": "[[tokens=400]]"}]))
+                             messages=[{"role": "user",
+                                        "content": "[[tokens=400]] [[delay=0.02]]"}]))
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1]
                    if e["choices"])
     assert text == "t0 t1 t2 "
     assert [e["choices"][0]["finish_reason"] for e in events[:-1] if e["choices"]][-1] == "stop"
     assert "stop" not in runs(fake)[-1].json
-    assert fake.wait_for(lambda f: f.streams_aborted == 1)  # closed, not read to its end
+    # Closed at once, not read to its end (that would take 8 s and count as completed).
+    assert fake.wait_for(lambda f: f.streams_aborted == 1)
+    assert fake.streams_completed == 0
 
 
 def test_emulated_stop_non_stream_and_native_stop(client, fake):
