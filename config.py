@@ -37,6 +37,11 @@ def _env(name, default):
     return value if value else default
 
 
+def _flag(name, default):
+    """An on/off setting: "0", "false", "no" and "off" (any case) mean off."""
+    return _env(name, default).lower() not in ("0", "false", "no", "off")
+
+
 class Config:
     """Settings for production; every value comes from the environment."""
 
@@ -120,3 +125,5 @@ class Config:
     STATE_URL = _env("STATE_URL", f"sqlite:///{ROOT / 'state' / 'gateway.db'}")
     # Seconds the gateway waits for the state store before serving without it.
     STATE_TIMEOUT = float(_env("STATE_TIMEOUT", "0.5"))
+    # Serve the browser playground at / and /playground ("0" turns it off: 404).
+    PLAYGROUND = _flag("PLAYGROUND", "1")

@@ -22,7 +22,7 @@ def create_app(config_class=Config):
     from gateway.cloudflare.model_schemas import ModelSchemas
     from gateway.openai.image_fetch import ImageFetcher
     from gateway.jsonio import OrjsonProvider
-    from gateway.routes import chat, completions, health, metrics, models, responses
+    from gateway.routes import chat, completions, health, metrics, models, playground, responses
     from gateway.state import responses as stored_responses
     from gateway.cloudflare.client import MISSING_CREDENTIALS, UpstreamClient
     from gateway.state import open_store
@@ -58,6 +58,7 @@ def create_app(config_class=Config):
 
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(playground.bp)
     for resource in (models, chat, completions, responses):
         app.register_blueprint(resource.bp, url_prefix="/v1")
     return app

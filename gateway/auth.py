@@ -1,7 +1,8 @@
 """Client keys: `Authorization: Bearer <key>` checked against every configured key.
 
-Runs before every request. CORS preflights and the public health routes need no key;
-everything else, unknown routes included, does, so the gateway reveals nothing to a
+Runs before every request. CORS preflights, the public health routes and views marked
+with `@public` (the playground page, which loads before anyone has typed a key) need no
+key; everything else, unknown routes included, does, so the gateway reveals nothing to a
 caller without one. Keys are compared in constant time and never echoed or logged.
 """
 import hashlib
@@ -17,6 +18,17 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 def key_label(key):
     """A short, non-reversible label for a key, safe for logs."""
     return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def public(view):
+    """Mark a view function as reachable without a key."""
+    view.public = True
+    return view
+
+
+def _is_public_view():
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    return getattr(view, "public", False)
 
 
 def _presented_key():
@@ -38,7 +50,7 @@ def _matches(presented, keys):
 
 def require_key():
     """before_request hook: 401 unless the request carries a configured key."""
-    if request.method == "OPTIONS" or request.path in PUBLIC_PATHS:
+    if request.method == "OPTIONS" or request.path in PUBLIC_PATHS or _is_public_view():
         return None
     if request.path == "/metrics":
         return None  # guarded by METRICS_TOKEN in its own route
