@@ -45,6 +45,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 import common  # noqa: E402
 import compare  # noqa: E402
+import plots  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -59,7 +60,7 @@ GATEWAY_SETTINGS = (
     "UPSTREAM_POOL_SIZE", "UPSTREAM_RETRIES", "UPSTREAM_RETRY_AFTER_CAP", "UPSTREAM_TOTAL_TIMEOUT",
     "STREAM_MAX_DURATION", "STREAM_HEARTBEAT", "ACCOUNT_COOLDOWN", "PORT", "HOST",
     "WEB_CONCURRENCY", "WORKER_CONNECTIONS", "GRACEFUL_TIMEOUT", "KEEPALIVE", "LOG_LEVEL",
-    "LOG_FORMAT", "ACCESS_LOG", "FORWARDED_ALLOW_IPS", "PROXY_HOPS", "METRICS_TOKEN",
+    "LOG_FORMAT", "ACCESS_LOG", "FORWARDED_ALLOW_IPS", "PROXY_HOPS", "METRICS_TOKEN", "PLAYGROUND",
     "GUNICORN_CMD_ARGS", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
     "ALL_PROXY", "no_proxy", "NO_PROXY",
 )
@@ -122,7 +123,7 @@ def free_port():
 def settings_read_by_gateway(root=ROOT):
     """Every environment variable name the gateway's sources read (found by a regex)."""
     names = set()
-    pattern = re.compile(r'(?:environ\.get|getenv|environ\[|_env|_csv)\(?\s*"([A-Z][A-Z0-9_]+)"')
+    pattern = re.compile(r'(?:environ\.get|getenv|environ\[|_env|_csv|_flag)\(?\s*"([A-Z][A-Z0-9_]+)"')
     for path in (root / "config.py", root / "gunicorn.conf.py", *sorted(root.glob("gateway/**/*.py"))):
         try:
             names.update(pattern.findall(path.read_text(encoding="utf-8")))
@@ -796,10 +797,16 @@ def main(argv=None):
     print()
     print(text)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    pictures = plots.write_plots(out_dir, summary)
+    if pictures:
+        text += "\n\nPlots next to this table: " + ", ".join(p.name for p in pictures) + "\n"
     (out_dir / "RESULTS.md").write_text(text + "\n")
     latest = Path(args.out_dir) / "latest.md"
     latest.write_text(text + "\n")
-    print(f"\nwritten: {out_dir / 'RESULTS.md'} (and {latest}); took {summary['elapsed']:.0f} s")
+    for picture in pictures:  # results/latest-<name>.png, next to latest.md
+        shutil.copyfile(picture, Path(args.out_dir) / f"latest-{picture.name}")
+    print(f"\nwritten: {out_dir / 'RESULTS.md'} (and {latest}), plots "
+          f"{', '.join(p.name for p in pictures) or 'none'}; took {summary['elapsed']:.0f} s")
 
 
 def start_base(ctx, base, workers, extra_env, summary):
