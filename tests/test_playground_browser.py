@@ -185,8 +185,15 @@ def test_page_loads_clean_and_lists_the_fakes_models(driver, gateway, fake):
              for dd in driver.find_elements(By.CSS_SELECTOR, "#model-info dd")}
     assert facts["task"] == meta["task"] == "Text Generation"
     assert facts["context_window"] == f"{meta['context_window']:,} tokens"
-    if meta.get("capabilities"):
-        assert facts.get("capabilities")
+    # The list leaves capabilities out; the page asks GET /v1/models/{id} for them.
+    one = requests.get(f"{gateway}/v1/models/{MODEL}", headers={"Authorization": f"Bearer {KEY}"},
+                       timeout=30).json()["metadata"]
+    expected = ", ".join(name.replace("_", " ") for name, on in one["capabilities"].items() if on)
+    assert expected
+    WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(
+        By.CSS_SELECTOR, '#model-info dd[data-stat="capabilities"]'))
+    assert driver.find_element(By.CSS_SELECTOR, '#model-info dd[data-stat="capabilities"]'
+                               ).get_property("textContent") == expected
 
     storage = driver.execute_script(
         "return [sessionStorage.getItem('cf-ai-endpoint.playground.key'), localStorage.length,"

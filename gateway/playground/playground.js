@@ -20,6 +20,7 @@
     status: $("status"), error: $("error"), answer: $("answer"), stats: $("stats"),
   };
   const models = new Map(); // id -> the /v1/models entry
+  const details = new Map(); // id -> metadata of /v1/models/{id} (null while on its way)
   let running = null; // the AbortController of the stream in flight
 
   // -- small helpers ------------------------------------------------------------------------
@@ -83,19 +84,41 @@
 
   // -- models -------------------------------------------------------------------------------
 
+  /** "tools, json mode, streaming" from a list of names or an object of flags. */
   function capabilityText(value) {
-    if (Array.isArray(value)) return value.map(String).join(", ");
+    const label = (name) => String(name).replace(/_/g, " ");
+    if (Array.isArray(value)) return value.map(label).join(", ");
     if (value && typeof value === "object") {
       return Object.entries(value)
         .filter(([, on]) => on !== false && on !== null && on !== undefined)
-        .map(([name, on]) => (on === true ? name : `${name}: ${on}`)).join(", ");
+        .map(([name, on]) => (on === true ? label(name) : `${label(name)}: ${on}`)).join(", ");
     }
     return value === null || value === undefined ? "" : String(value);
   }
 
+  /** GET /v1/models/{id}: what the list leaves out (capabilities), once per model. */
+  async function loadDetails(id) {
+    if (details.has(id) || !currentKey()) return;
+    details.set(id, null); // asked for: don't ask again while it is on its way
+    const path = id.split("/").map(encodeURIComponent).join("/");
+    try {
+      const response = await fetch(`/v1/models/${path}`, {
+        headers: { Authorization: `Bearer ${currentKey()}` }, cache: "no-store",
+      });
+      if (!response.ok) return; // the list's facts stay; a chat request will show any error
+      const entry = await response.json();
+      details.set(id, (entry && entry.metadata) || {});
+      if (el.model.value === id) showModelInfo();
+    } catch (_) {
+      details.delete(id); // the network failed: try again next time the model is picked
+    }
+  }
+
   function showModelInfo() {
     const entry = models.get(el.model.value);
-    const meta = (entry && entry.metadata) || {};
+    const meta = { ...((entry && entry.metadata) || {}),
+      ...((entry && details.get(entry.id)) || {}) };
+    if (entry && meta.capabilities == null) loadDetails(entry.id); // null or absent
     const contextWindow = Number.isFinite(meta.context_window)
       ? `${meta.context_window.toLocaleString("en-US")} tokens` : null;
     fillFacts(el.modelInfo, [
@@ -111,6 +134,7 @@
 
   function fillModels(entries) {
     models.clear();
+    details.clear();
     const options = [];
     for (const entry of entries) {
       if (!entry || typeof entry.id !== "string") continue;
