@@ -10,6 +10,7 @@ import pytest
 import config
 from gateway.routes.playground import ASSET_VERSION, FILES
 from tests.conftest import TestConfig
+from tests.openai_spec import validate_error
 
 HOOKS = ("api-key", "model-select", "prompt", "send", "stop", "answer", "error", "stats")
 ASSETS = (("playground.js", "text/javascript"), ("playground.css", "text/css"),
@@ -119,6 +120,14 @@ def test_other_routes_keep_their_key_and_get_no_page_policy(client, path, status
     response = client.get(path)
     assert response.status_code == status
     assert "Content-Security-Policy" not in response.headers
+
+
+@pytest.mark.parametrize("config_class", [PlaygroundOff])
+def test_playground_off_root_is_the_openai_404_also_with_a_key(client, auth):
+    response = client.get("/", headers=auth)
+    assert response.status_code == 404
+    validate_error(response.get_json())
+    assert response.get_json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize("value,expected", [
