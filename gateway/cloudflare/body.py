@@ -13,6 +13,8 @@ import re
 import ssl
 import time
 
+from gateway.cloudflare import timed_read
+
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
@@ -89,6 +91,7 @@ class SocketBody:
         self.left = self.http.length  # for a Content-Length body; None: until EOF
         self.complete = self.left == 0
         self._pending = self._already_buffered()
+        self.reader = timed_read.TimedReader(self.sock) if timed_read.usable(self.sock) else None
 
     def _already_buffered(self):
         """Body bytes http.client read past the headers, without waiting for more."""
@@ -111,8 +114,11 @@ class SocketBody:
             return b""
         data, self._pending = self._pending, b""
         if not data:
-            self.sock.settimeout(max(timeout, 0.001))
-            data = self.sock.recv(READ_SIZE)
+            if self.reader is not None:
+                data = self.reader.recv(READ_SIZE, timeout)
+            else:
+                self.sock.settimeout(max(timeout, 0.001))
+                data = self.sock.recv(READ_SIZE)
             if not data:
                 if self.chunked is not None or self.left:
                     raise ConnectionResetError("upstream closed the connection mid-body")
@@ -138,9 +144,14 @@ class SocketBody:
             give_up = time.monotonic() + drain_timeout
             try:
                 while not self.complete and time.monotonic() < give_up:
-                    self.read(give_up - time.monotonic())
+                    try:
+                        self.read(give_up - time.monotonic())
+                    except TimeoutError:
+                        pass  # maybe the stream's timer, armed before: the loop checks the time
             except (OSError, BodyFormatError):
                 pass
+        if self.reader is not None:
+            self.reader.close()
         if self.complete and not self.http.will_close:
             self.http.close()  # closes http.client's reader only; the socket stays open
             self.response.raw.release_conn()

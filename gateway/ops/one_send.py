@@ -33,6 +33,8 @@ class OneSendResponse(wsgi.Response):
         return None
 
     def write(self, arg):
+        if self.headers_sent and not self._head:  # a stream's later events: gunicorn's own path
+            return super().write(arg)
         self._holding = True
         try:
             super().write(arg)
