@@ -223,10 +223,13 @@ def report(summary):
     if not summary.get("base"):
         return []
     base = summary["base"]
+    env = summary["environment"]
+    settings = "" if env.get("gateway_env") == env.get("base_env") else (
+        f" Settings: current {env.get('gateway_env')}, base {env.get('base_env')}.")
     return [
         "",
         f"Current ({summary['revision']}) against base {base['short']} ({base['ref']}), "
-        "measured in the same run, the paths' order rotated every round:",
+        f"measured in the same run, the paths' order rotated every round.{settings}",
         "",
         comparison_table(summary),
         "",

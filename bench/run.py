@@ -700,6 +700,9 @@ def main(argv=None):
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra gateway setting, e.g. --env KEEPALIVE=30")
     parser.add_argument("--out-dir", default=str(BENCH / "results"))
+    parser.add_argument("--current-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the current gateway only (with --base HEAD: a "
+                        "setting measured against the same commit without it)")
     parser.add_argument("--base", metavar="REF", help="also run the gateway of this git commit "
                         "(built in a temporary worktree, virtualenv cached under bench/.base) "
                         "and report every figure with the ratio current / base")
@@ -718,6 +721,7 @@ def main(argv=None):
     if args.duration is not None and not 0 < args.duration <= 300:
         parser.error("--duration must be in (0, 300] seconds")
     extra_env = dict(item.split("=", 1) for item in args.env)
+    current_env = {**extra_env, **dict(item.split("=", 1) for item in args.current_env)}
 
     fds = raise_fd_limit()
     if fds < 9000 and any(known[k].clients >= 2000 for k in keys):
@@ -736,7 +740,8 @@ def main(argv=None):
                "revision": revision(), "command": command, "rounds": rounds,
                "environment": {"cores": os.cpu_count(), "cpu": cpu_model(),
                                "python": platform.python_version(), "workers": args.workers,
-                               "fd_limit": fds, "gateway_env": extra_env},
+                               "fd_limit": fds, "gateway_env": current_env,
+                               **({"base_env": extra_env} if args.base else {})},
                "scenarios": []}
     started = time.monotonic()
     ctx = None
@@ -744,9 +749,11 @@ def main(argv=None):
         if args.base else None
     try:
         fake, fake_port = start_fake(python, out_dir)
-        gateway, gateway_port = start_gateway(python, fake_port, args.workers, out_dir, extra_env)
+        gateway, gateway_port = start_gateway(python, fake_port, args.workers, out_dir,
+                                              current_env)
         ctx = {"python": python, "fake": fake, "fake_port": fake_port, "gateway": gateway,
                "gateway_port": gateway_port, "gateway_python": python, "gateway_root": ROOT,
+               "gateway_env": current_env, "base_env": extra_env,
                "out_dir": out_dir,
                "profile": {k.strip() for k in args.profile.split(",") if k.strip()},
                "native": args.native}
@@ -773,7 +780,8 @@ def main(argv=None):
                     name = died.name
                     stop(ctx[name], timeout=5)
                     ctx[name], ctx[f"{name}_port"] = start_gateway(
-                        ctx[f"{name}_python"], fake_port, args.workers, out_dir, extra_env,
+                        ctx[f"{name}_python"], fake_port, args.workers, out_dir,
+                        ctx[f"{name}_env"],
                         log_name=f"{name}-{summary['restarts']}.log", root=ctx[f"{name}_root"],
                         name=name)
                     gateway = ctx["gateway"]
