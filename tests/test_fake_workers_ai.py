@@ -366,7 +366,9 @@ def test_stall(fake):
     r = chat(fake, "[[tokens=3]]", stream=True, stream_response=True)
     stamps = [(time.monotonic(), line) for line in r.iter_lines() if line]
     gaps = [b[0] - a[0] for a, b in zip(stamps, stamps[1:])]
-    assert gaps.index(max(gaps)) == 2 and max(gaps) >= 0.3
+    # Seen from the client the pause can look a little shorter than the fake's 0.3 s: the
+    # line before it may have been read late on a busy machine.
+    assert gaps.index(max(gaps)) == 2 and max(gaps) >= 0.25
     assert stamps[-1][1] == b"data: [DONE]"
 
 
