@@ -29,7 +29,8 @@ def gateway(fake, tmp_path_factory):
     folder = tmp_path_factory.mktemp("e2e-responses")
     settings = {"API_KEYS": f"{KEY},{OTHER_KEY}", "CLOUDFLARE_ACCOUNT_ID": ACCOUNT,
                 "CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_API_BASE": fake.base_url,
-                "UPSTREAM_RETRIES": "0", "STATE_URL": f"sqlite:///{folder}/state.db"}
+                "UPSTREAM_RETRIES": "0", "STATE_URL": f"sqlite:///{folder}/state.db",
+                "STREAM_HEARTBEAT": "0.2"}
     with run_gateway(settings, folder / "gateway.log", workers=2) as (base_url, _):
         yield base_url
     log = (folder / "gateway.log").read_text(errors="replace")
@@ -51,7 +52,7 @@ def client(gateway):
     return sdk(gateway)
 
 
-def raw(gateway, body):
+def raw(gateway, body, heartbeats=None):
     """POST /v1/responses with requests: the exact JSON, or the exact stream events."""
     rv = requests.post(f"{gateway}/v1/responses", json=body, stream=bool(body.get("stream")),
                        headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
@@ -59,6 +60,8 @@ def raw(gateway, body):
         validate(rv.json(), "Response")
         return rv.json()
     assert rv.headers["Content-Type"].startswith("text/event-stream")
+    if heartbeats is not None:
+        heartbeats.append(rv.content.count(b"\n\n: keep-alive\n\n"))
     events = []
     for block in rv.content.decode().split("\n\n"):
         lines = [line for line in block.split("\n") if line and not line.startswith(":")]
@@ -180,3 +183,26 @@ def test_bad_requests_are_openai_errors(client):
     body = caught.value.response.json()
     validate_error(body)
     assert body["error"]["param"] == "tools[0].type" and "web_search" in body["error"]["message"]
+
+
+def test_heartbeats_while_cloudflare_is_silent_and_the_sdk_ignores_them(client, gateway):
+    beats = []
+    events = raw(gateway, {"model": CLASSIC, "input": "[[delay=0.7]] slow words", "stream": True},
+                 heartbeats=beats)
+    assert beats[0] >= 2 and events[-1]["type"] == "response.completed"
+    with client.responses.stream(model=CLASSIC, input="[[delay=0.5]] slow words") as stream:
+        assert stream.get_final_response().output_text == "Echo: slow words"
+
+
+def test_a_client_leaving_mid_stream_closes_the_upstream_and_stores_nothing(fake, gateway):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with requests.post(f"{gateway}/v1/responses", headers=headers, stream=True, timeout=30,
+                       json={"model": CLASSIC, "input": "[[tokens=100]] [[delay=0.1]]",
+                             "stream": True}) as rv:
+        lines = rv.iter_lines()
+        assert next(lines) == b"event: response.created"
+        response_id = json.loads(next(lines)[len(b"data: "):])["response"]["id"]
+    assert fake.wait_for(lambda f: f.streams_aborted == 1, timeout=20)
+    assert fake.streams_completed == 0
+    rv = requests.get(f"{gateway}/v1/responses/{response_id}", headers=headers, timeout=10)
+    assert rv.status_code == 404
