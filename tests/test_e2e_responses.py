@@ -30,7 +30,7 @@ def gateway(fake, tmp_path_factory):
     settings = {"API_KEYS": f"{KEY},{OTHER_KEY}", "CLOUDFLARE_ACCOUNT_ID": ACCOUNT,
                 "CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_API_BASE": fake.base_url,
                 "UPSTREAM_RETRIES": "0", "STATE_URL": f"sqlite:///{folder}/state.db",
-                "STREAM_HEARTBEAT": "0.2"}
+                "STREAM_HEARTBEAT": "0.2", "UPSTREAM_READ_TIMEOUT": "2"}
     with run_gateway(settings, folder / "gateway.log", workers=2) as (base_url, _):
         yield base_url
     log = (folder / "gateway.log").read_text(errors="replace")
@@ -175,6 +175,16 @@ def test_cloudflare_failing_mid_stream_ends_with_response_failed(fake, gateway):
     events = raw(gateway, {"model": CLASSIC, "input": "stream me please", "stream": True})
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_cloudflare_going_silent_mid_stream_times_out_as_response_failed(fake, gateway):
+    fake.add_fault("stall", after=3, delay=8)
+    beats = []
+    events = raw(gateway, {"model": SHAPED, "input": "stream me please", "stream": True},
+                 heartbeats=beats)
+    assert events[-1]["type"] == "response.failed" and beats[0] >= 2
+    assert events[-1]["response"]["error"] == {
+        "code": "server_error", "message": "Workers AI went silent mid-stream."}
 
 
 def test_bad_requests_are_openai_errors(client):

@@ -24,7 +24,7 @@ def sent(upstream, index=-1):
 
 def create(client, auth, **fields):
     rv = client.post("/v1/responses", json={"model": MODEL, "input": "hi", **fields},
-                     headers=auth)
+                     headers=auth, buffered=True)
     assert rv.status_code == 200, rv.get_data(as_text=True)
     validate(rv.get_json(), "Response")
     return rv.get_json()
@@ -205,3 +205,14 @@ def test_message_limits_hold_for_the_input_and_the_whole_conversation(client, au
         "model": MODEL, "input": "y", "previous_response_id": first["id"]})
     assert rv.status_code == 400 and rv.get_json()["error"]["code"] == "array_above_max_length"
     assert len(run.calls) == 1
+
+
+def test_responses_routes_share_one_metrics_label_and_count_tokens(client, auth, run):
+    from tests.test_metrics import Watch
+    watch = Watch(client)
+    response = create(client, auth)
+    client.get(f"/v1/responses/{response['id']}/input_items", headers=auth, buffered=True)
+    route = "/v1/responses"
+    assert watch.increase("gateway_requests_total", route=route, status="200", model=MODEL) == 1
+    assert watch.increase("gateway_requests_total", route=route, status="200", model="") == 1
+    assert watch.increase("gateway_tokens_total", direction="completion", model=MODEL) == 2
