@@ -1,10 +1,13 @@
-"""End to end: the Responses API on gunicorn + gevent (2 workers), the fake Workers AI, the
-official OpenAI SDK; every response object and stream event checked against OpenAI's schemas."""
+"""End to end: the Responses API on gunicorn + gevent (2 workers), the fake Workers AI (its
+model families for tools, structured output and reasoning), the official OpenAI SDK and the
+OpenAI Agents SDK; every response object and stream event checked against OpenAI's schemas."""
+import asyncio
 import json
 
 import openai
 import pytest
 import requests
+from pydantic import BaseModel
 
 from tests.fake_workers_ai import FakeWorkersAI
 from tests.openai_spec import validate, validate_error
@@ -216,3 +219,129 @@ def test_a_client_leaving_mid_stream_closes_the_upstream_and_stores_nothing(fake
     assert fake.streams_completed == 0
     rv = requests.get(f"{gateway}/v1/responses/{response_id}", headers=headers, timeout=10)
     assert rv.status_code == 404
+
+
+# --- tools, structured output, reasoning, the Agents SDK -------------------------------------
+
+CLASSIC_TOOLS = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+REASONING = "@cf/zai-org/glm-4.7-flash"
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                          "required": ["city"], "additionalProperties": False},
+           "strict": True}
+
+
+def call_and_result(response):
+    """The one function call of a response, and the input items that answer it."""
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    assert json.loads(calls[0].arguments) == {"city": "London"}
+    result = {"type": "function_call_output", "call_id": calls[0].call_id, "output": "Rainy, 12°C"}
+    return calls[0], result
+
+
+@pytest.mark.parametrize("model", [CLASSIC_TOOLS, SHAPED])
+def test_function_tool_round_trip(client, fake, model):
+    question = [{"role": "user", "content": "What is the weather in London?"}]
+    first = client.responses.create(model=model, input=question, tools=[WEATHER])
+    assert first.status == "completed" and first.output_text == ""
+    call, result = call_and_result(first)
+    assert call.call_id and call.id.startswith("fc_") and call.status == "completed"
+    final = client.responses.create(model=model, tools=[WEATHER],
+                                    input=question + [call.model_dump(exclude_none=True), result])
+    assert final.output_text == "Result: Rainy, 12°C"
+    sent = [r.json for r in fake.requests if r.model][-1]["messages"]
+    assert sent[-2]["role"] == "assistant" and sent[-2]["tool_calls"][0]["function"]["name"] == \
+        "get_weather"
+    assert sent[-1]["role"] == "tool" and sent[-1]["content"] == "Rainy, 12°C"
+
+
+@pytest.mark.parametrize("model", [CLASSIC_TOOLS, SHAPED])
+def test_function_tool_round_trip_streamed_with_previous_response_id(client, gateway, model):
+    with client.responses.stream(model=model, input="Weather in London?", tools=[WEATHER]) as s:
+        events = list(s)
+        first = s.get_final_response()
+    kinds = [event.type for event in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert "response.function_call_arguments.delta" in kinds
+    assert kinds[-3:] == ["response.function_call_arguments.done", "response.output_item.done",
+                          "response.completed"]
+    streamed = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    call, result = call_and_result(first)
+    assert streamed == call.arguments
+    with client.responses.stream(model=model, input=[result], tools=[WEATHER],
+                                 previous_response_id=first.id) as s:
+        final = s.get_final_response()
+    assert final.output_text == "Result: Rainy, 12°C"
+    events = raw(gateway, {"model": model, "input": "Weather in London?", "tools": [WEATHER],
+                           "stream": True})
+    assert events[-1]["response"]["output"][0]["type"] == "function_call"
+
+
+class Weather(BaseModel):
+    city: str
+    celsius: int
+
+
+@pytest.mark.parametrize("model", [CLASSIC_TOOLS, SHAPED])
+def test_text_format_json_schema(client, gateway, fake, model):
+    parsed = client.responses.parse(model=model, input="The weather, as JSON.",
+                                    text_format=Weather)
+    assert parsed.output_parsed == Weather(city="London", celsius=42)
+    fmt = [r.json for r in fake.requests if r.model][-1]["response_format"]
+    assert "celsius" in json.dumps(fmt)
+    body = raw(gateway, {"model": model, "input": "JSON please", "text": {"format": {
+        "type": "json_schema", "name": "weather", "schema": Weather.model_json_schema()}}})
+    assert body["text"]["format"]["name"] == "weather"
+    assert json.loads(body["output"][0]["content"][0]["text"]) == {"city": "London", "celsius": 42}
+
+
+def test_reasoning_effort_gives_a_reasoning_item_streamed_and_not(client, gateway):
+    response = client.responses.create(model=REASONING, input="Why is the sky blue?",
+                                       reasoning={"effort": "low"})
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert response.output[0].content[0].text == "Thinking about: Why is the sky blue?"
+    assert response.output_text == "Echo: Why is the sky blue?"
+    events = raw(gateway, {"model": REASONING, "input": "Why is the sky blue?", "stream": True,
+                           "reasoning": {"effort": "low"}})
+    kinds = [event["type"] for event in events]
+    assert "response.reasoning_text.delta" in kinds and "response.output_text.delta" in kinds
+    validate(events[-1]["response"], "Response")
+    assert [item["type"] for item in events[-1]["response"]["output"]] == ["reasoning", "message"]
+
+
+def test_tools_on_a_model_without_them_are_refused_naming_tools(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="@cf/meta/llama-3.1-8b-instruct", input="x", tools=[WEATHER])
+    assert caught.value.response.json()["error"]["param"] == "tools"
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
+def test_agents_sdk_runs_an_agent_with_one_function_tool(gateway, fake, streamed):
+    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+    asked = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"Sunny in {city}"
+
+    async def run():
+        openai_client = AsyncOpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0,
+                                    timeout=30)
+        agent = Agent(name="forecaster", instructions="Answer with the weather tool.",
+                      tools=[get_weather], model=OpenAIResponsesModel(SHAPED, openai_client))
+        if not streamed:
+            return (await Runner.run(agent, "What is the weather in London?")).final_output
+        result = Runner.run_streamed(agent, "What is the weather in London?")
+        async for _ in result.stream_events():
+            pass
+        return result.final_output
+
+    assert asyncio.run(run()) == "Result: Sunny in London"
+    assert asked == ["London"]
+    assert upstream_messages(fake)[0] == ("system", "Answer with the weather tool.")
