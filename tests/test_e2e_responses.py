@@ -345,3 +345,14 @@ def test_agents_sdk_runs_an_agent_with_one_function_tool(gateway, fake, streamed
     assert asyncio.run(run()) == "Result: Sunny in London"
     assert asked == ["London"]
     assert upstream_messages(fake)[0] == ("system", "Answer with the weather tool.")
+
+
+def test_input_image_parts_reach_a_vision_model(client, fake):
+    pixel = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4" \
+            "z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=="
+    response = client.responses.create(model=SHAPED, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "What is this?"},
+        {"type": "input_image", "image_url": pixel}]}])
+    assert response.output_text == "Echo: What is this? [images: 1]"
+    items = client.responses.input_items.list(response.id)
+    assert items.data[0].content[1].type == "input_image"
