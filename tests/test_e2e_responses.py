@@ -310,10 +310,19 @@ def test_reasoning_effort_gives_a_reasoning_item_streamed_and_not(client, gatewa
     assert [item["type"] for item in events[-1]["response"]["output"]] == ["reasoning", "message"]
 
 
-def test_tools_on_a_model_without_them_are_refused_naming_tools(client):
+@pytest.mark.parametrize("feature, param", [
+    ({"tools": [WEATHER]}, "tools"),
+    ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+    ({"reasoning": {"effort": "high"}}, "reasoning.effort"),
+], ids=["tools", "json-mode", "reasoning-effort"])
+def test_a_feature_the_model_lacks_is_refused_naming_the_responses_param(client, fake, feature,
+                                                                          param):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(model="@cf/meta/llama-3.1-8b-instruct", input="x", tools=[WEATHER])
-    assert caught.value.response.json()["error"]["param"] == "tools"
+        client.responses.create(model=CLASSIC, input="x", **feature)
+    body = caught.value.response.json()
+    validate_error(body)
+    assert body["error"]["param"] == param and CLASSIC in body["error"]["message"]
+    assert not [r for r in fake.requests if "/ai/run/" in r.path]
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
