@@ -47,6 +47,19 @@ def test_reads_with_data_keep_the_one_timer(pair):
     reader.close()
 
 
+def test_a_stream_that_keeps_coming_is_never_timed_out(pair):
+    """Events every 30 ms for 0.6 s with a 0.2 s timeout: the timer re-arms, no wake-up."""
+    ours, theirs = pair
+    reader = TimedReader(ours)
+    writer = gevent.spawn(lambda: [gevent.sleep(0.03) or theirs.sendall(b"e") for _ in range(20)])
+    got = b""
+    while len(got) < 20:
+        got += reader.recv(1024, 0.2)
+    writer.join()
+    assert got == b"e" * 20
+    reader.close()
+
+
 def test_silence_ends_no_later_than_asked(pair):
     ours, _ = pair
     reader = TimedReader(ours)
