@@ -85,6 +85,3 @@ def post_worker_init(worker):
     shutdown.install(worker)
     one_send.install()
     gc.freeze()
-    # Young collections every 20,000 allocations instead of 700: most of a request's objects
-    # are gone by then, so fewer survive into the older generations (bench/RESULTS.md).
-    gc.set_threshold(20_000, 20, 20)
