@@ -31,6 +31,18 @@ def _accounts(pool, account_id, token):
     return accounts
 
 
+def _aliases(value):
+    """Parse `MODEL_ALIASES` ("alias=model,alias=model") into {alias: model}, in order.
+
+    Malformed items are kept as {item: ""} so that start-up can report them by name.
+    """
+    aliases = {}
+    for item in _csv(value):
+        alias, _, model = item.partition("=")
+        aliases[alias.strip() or item] = model.strip()
+    return aliases
+
+
 def _env(name, default):
     """One environment variable, where an empty value means the default."""
     value = os.environ.get(name, "").strip()
@@ -56,8 +68,11 @@ class Config:
     )
     # Cloudflare API root; the only host the gateway ever calls.
     CLOUDFLARE_API_BASE = _env("CLOUDFLARE_API_BASE", "https://api.cloudflare.com/client/v4")
-    # Allow-list of model names; empty means every Text Generation model of the catalogue.
+    # Allow-list of model names; empty means every catalogue model of the tasks the gateway serves.
     MODELS = _csv(os.environ.get("MODELS"))
+    # Other names for models, "alias=model,...": accepted wherever a model name is, e.g.
+    # gpt-4o-mini=@cf/meta/llama-3.1-8b-instruct.
+    MODEL_ALIASES = _aliases(os.environ.get("MODEL_ALIASES"))
     # Origins allowed by CORS, comma-separated; "*" allows any.
     CORS_ORIGINS = _csv(_env("CORS_ORIGINS", "*"))
     # Most messages accepted in one chat request (OpenAI's own limit).
@@ -72,6 +87,10 @@ class Config:
     MODELS_CACHE_TTL = float(_env("MODELS_CACHE_TTL", "300"))
     # Largest request body in bytes (Flask answers 413 above it).
     MAX_CONTENT_LENGTH = int(_env("MAX_BODY_BYTES", str(1024 * 1024)))
+    # Most inputs one /v1/embeddings request may hold (OpenAI's own limit is 2048).
+    EMBEDDINGS_MAX_INPUTS = int(_env("EMBEDDINGS_MAX_INPUTS", "2048"))
+    # Upstream calls one request may have open at once (embedding batches, images of n > 1).
+    UPSTREAM_FANOUT = int(_env("UPSTREAM_FANOUT", "4"))
     # CA bundle (file or folder) to verify Cloudflare's certificate; empty: certifi's bundle.
     UPSTREAM_CA_BUNDLE = os.environ.get("UPSTREAM_CA_BUNDLE", "")
     # Seconds to wait for a TCP connection to Cloudflare.

@@ -726,3 +726,61 @@ class ResponsesRequest(_Strict):
 
 
 responses_request = ResponsesRequest()
+
+
+# ---------------------------------------------------------------- embeddings
+
+ENCODING_FORMATS = ("float", "base64")
+MODEL_FIELD_ERROR = "Must be a Workers AI model name or an alias of one."
+
+
+def _model_field():
+    return fields.String(required=True, validate=validate.Regexp(MODEL_NAME,
+                                                                 error=MODEL_FIELD_ERROR))
+
+
+class EmbeddingInput(fields.Field):
+    """`input`: a string or a list of strings, none empty (token-id arrays are refused)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list):
+            raise ValidationError("Must be a string or a list of strings.")
+        if not texts:
+            raise ValidationError("Must hold at least one string.")
+        if any(isinstance(t, (int, list)) and not isinstance(t, bool) for t in texts):
+            raise ValidationError("Token-id arrays are not supported by this gateway; "
+                                  "send the text itself.")
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValidationError(f"Item {index} is not a string.")
+            if not text:
+                raise ValidationError(f"Item {index} is an empty string; every input must "
+                                      "hold some text.")
+        return texts
+
+
+class _Request(Schema):
+    """A request body: unknown keys dropped, JSON null meaning absent."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def drop_nulls(self, data, **kwargs):
+        if not isinstance(data, dict):
+            raise ValidationError("The request body must be a JSON object.", field_name="_schema")
+        return _drop_nulls(data)
+
+
+class EmbeddingRequest(_Request):
+    """POST /v1/embeddings."""
+
+    model = _model_field()
+    input = EmbeddingInput(required=True)
+    encoding_format = fields.String(load_default="float", validate=validate.OneOf(ENCODING_FORMATS))
+    dimensions = StrictInteger(validate=validate.Range(min=1))
+    user = fields.String()
+
+
+embedding_request = EmbeddingRequest()

@@ -22,7 +22,8 @@ def create_app(config_class=Config):
     from gateway.cloudflare.model_schemas import ModelSchemas
     from gateway.openai.image_fetch import ImageFetcher
     from gateway.jsonio import OrjsonProvider
-    from gateway.routes import chat, completions, health, metrics, models, playground, responses
+    from gateway.routes import (chat, completions, embeddings, health, metrics, models, playground,
+                                responses)
     from gateway.state import responses as stored_responses
     from gateway.cloudflare.client import MISSING_CREDENTIALS, UpstreamClient
     from gateway.state import open_store
@@ -39,7 +40,8 @@ def create_app(config_class=Config):
     if not upstream.configured:
         log.debug(MISSING_CREDENTIALS)  # gunicorn's master warns once (gunicorn.conf.py)
     app.extensions["upstream"] = upstream
-    catalogue = ModelCatalogue(upstream, app.config["MODELS_CACHE_TTL"], app.config["MODELS"])
+    catalogue = ModelCatalogue(upstream, app.config["MODELS_CACHE_TTL"], app.config["MODELS"],
+                               aliases=app.config["MODEL_ALIASES"])
     app.extensions["catalogue"] = catalogue
     app.extensions["model_schemas"] = ModelSchemas(upstream, app.config["MODELS_CACHE_TTL"],
                                                    catalogue)
@@ -47,6 +49,9 @@ def create_app(config_class=Config):
     app.extensions["image_fetcher"] = ImageFetcher(app.config["IMAGE_FETCH_MAX_BYTES"],
                                                    app.config["IMAGE_FETCH_TIMEOUT"],
                                                    app.config["IMAGE_FETCH_ALLOW_HOSTS"])
+    catalogue.aliases.report_settings()
+    if catalogue.aliases and upstream.configured:
+        _warm_up(catalogue)  # aliases are checked against it: load it at start-up
 
     cors.init_app(app)
     request_id.init_app(app)
@@ -59,6 +64,22 @@ def create_app(config_class=Config):
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(playground.bp)
-    for resource in (models, chat, completions, responses):
+    for resource in (models, chat, completions, responses, embeddings):
         app.register_blueprint(resource.bp, url_prefix="/v1")
     return app
+
+
+def _warm_up(catalogue):
+    """Load the catalogue in the background of a gevent worker (not in tests or `flask run`)."""
+    from gevent import monkey, spawn
+
+    from gateway.errors import APIError
+
+    def load():
+        try:
+            catalogue.records()
+        except APIError:
+            pass  # the first request will try again and answer the error
+
+    if monkey.is_module_patched("socket"):
+        spawn(load)

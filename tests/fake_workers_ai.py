@@ -54,6 +54,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests import fake_model_behaviour as behaviour
+from tests import fake_media
 from tests import fake_model_families as families
 
 # --------------------------------------------------------------------------------------------
@@ -66,6 +67,8 @@ from tests import fake_model_families as families
 # array, a numeric context_window for Gemma 4, no created_at on the @hf models.
 DEFAULT_CATALOGUE = json.loads(
     (Path(__file__).parent / "data" / "workers_ai_catalogue.json").read_text(encoding="utf-8"))
+# Then the embedding, image and speech models of tests/fake_media.py.
+DEFAULT_CATALOGUE += fake_media.MEDIA_MODELS
 
 # Models that answer in the OpenAI chat.completion shape even on /ai/run (e.g. Gemma 4; see the model's output schema on its Cloudflare model page).
 OPENAI_SHAPED_MODELS = {"@cf/google/gemma-4-26b-a4b-it", "@cf/zai-org/glm-4.7-flash"}
@@ -551,7 +554,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self):
         fake = self.server.fake
-        body = self._read_body()
+        body = self._body = self._read_body()
         url = urlsplit(self.path)
         path = unquote(url.path)
         run, search = _RUN_PATH.match(path), _SEARCH_PATH.match(path)
@@ -656,6 +659,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self._before_response(faults, model):
             return
         record = fake._by_name.get(model)
+        if record is not None and record["task"]["name"] != "Text Generation":
+            self._media(record, model, payload)
+            return
         if record is not None and behaviour.wanted(payload) and model not in fake.schemas:
             self._run_family(model, payload, stream, faults)
             return
@@ -669,7 +675,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             _StreamResponse(self, plan, faults).send()
         else:
             self._send_json(200, nonstream_body(plan, faults))
-
 
     def _run_family(self, model, payload, stream, faults):
         """A request using a model family's features (tests/fake_model_behaviour.py)."""
@@ -685,6 +690,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         plan = ReplyPlan(model=model, openai=False, tokens=[], finish="stop", prompt_tokens=0,
                          delay=fake.token_delay)
         _StreamResponse(self, plan, faults, events=[(e, True) for e in result]).send()
+
+    def _media(self, record, model, payload):
+        """Embeddings, images and speech (tests/fake_media.py): JSON, or raw bytes in chunks."""
+        content_type = self.headers.get("Content-Type", "")
+        body = self._body
+        try:
+            reply = fake_media.answer(record, model, payload, body, content_type)
+        except fake_media.MediaError as exc:
+            self._send_json(exc.status, error_envelope(exc.code, exc.message))
+            return
+        if reply.chunks is None:
+            self._send(200, fake_media.run_body(reply.result), "application/json")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for chunk in reply.chunks:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+            if self.server.fake.token_delay:
+                self._pause(self.server.fake.token_delay)
+        self.wfile.write(b"0\r\n\r\n")
 
 
 class _StreamResponse:
@@ -933,8 +961,10 @@ class FakeWorkersAI:
         if model in self.schemas:
             return self.schemas[model]
         record = self._by_name.get(model)
-        if record is None or record["task"]["name"] != "Text Generation":
+        if record is None:
             return None
+        if record["task"]["name"] != "Text Generation":
+            return fake_media.SCHEMAS.get(model)
         return families.schema_of(model, self.openai_shaped)
 
     @property

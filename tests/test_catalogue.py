@@ -424,14 +424,20 @@ def test_search_unreadable_answer_is_upstream_error(search_client, upstream, bod
         search_client.search_models()
 
 
-def test_catalogue_lists_only_text_generation_models(search_client, upstream):
-    """The canned page holds an embeddings model, which the catalogue must leave out."""
-    upstream.add(responses.GET, SEARCH_URL, json=PAGE1)
-    upstream.add(responses.GET, SEARCH_URL, json={**cf_ok([]), "result_info": {"total_count": 3}})
+def test_catalogue_lists_only_served_tasks(search_client, upstream):
+    """The canned page holds an embeddings model (served) and the gateway adds a translation
+    model (a task it does not serve), which the catalogue must leave out."""
+    translation = {**PAGE1["result"][0], "name": "@cf/meta/m2m100-1.2b",
+                   "task": {"id": "f57b9e7b", "name": "Translation"}}
+    page = {**PAGE1, "result": [*PAGE1["result"], translation]}
+    upstream.add(responses.GET, SEARCH_URL, json=page)
+    upstream.add(responses.GET, SEARCH_URL, json={**cf_ok([]), "result_info": {"total_count": 4}})
     catalogue = ModelCatalogue(search_client, TTL, [], clock=Clock())
-    ids = [e["id"] for e in catalogue.entries()]
-    assert ids == [LLAMA_70B, GEMMA]
-    assert all(e["metadata"]["task"] == "Text Generation" for e in catalogue.entries())
+    entries = catalogue.entries()
+    assert [e["id"] for e in entries] == [LLAMA_70B, GEMMA, "@cf/baai/bge-base-en-v1.5"]
+    assert [e["metadata"]["task"] for e in entries] == ["Text Generation", "Text Generation",
+                                                        "Text Embeddings"]
+    assert "task" not in queries(upstream)[0]
 
 
 def test_catalogue_from_canned_page_has_int_context_windows(search_client, upstream):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import fake_media
 from tests.fake_workers_ai import DEFAULT_CATALOGUE, OPENAI_SHAPED_MODELS, FakeWorkersAI
 
 CLASSIC = "@cf/meta/llama-3.1-8b-instruct"
@@ -114,7 +115,7 @@ def test_models_search_pages_and_filters(fake):
     assert len(set(names)) == 23 and "@cf/baai/bge-base-en-v1.5" not in names
     everything = search(fake, per_page=500).json()
     assert everything["result_info"]["per_page"] == 50
-    assert len(everything["result"]) == len(DEFAULT_CATALOGUE) == 25
+    assert len(everything["result"]) == len(DEFAULT_CATALOGUE) == 25 + len(fake_media.MEDIA_MODELS)
     assert search(fake, page=9).json()["result"] == []
 
 

@@ -14,10 +14,12 @@ import responses
 
 from tests.conftest import (KEY, MODEL, NoAccount, NoRetries, RUN_URL, SEARCH_URL, TestConfig,
                             cf_ok, load_data)
+from gateway.cloudflare.catalogue import SERVED_TASKS
 from tests.openai_spec import validate_error, validate_model, validate_models_list
 
 CATALOGUE = load_data("workers_ai_catalogue.json")
 TEXT_GENERATION = [r["name"] for r in CATALOGUE if r["task"]["name"] == "Text Generation"]
+SERVED = [r["name"] for r in CATALOGUE if r["task"]["name"] in SERVED_TASKS]
 GEMMA = "@cf/google/gemma-4-26b-a4b-it"
 UNKNOWN = "@cf/acme/not-in-catalogue"
 CHAT = "/v1/chat/completions"
@@ -103,20 +105,22 @@ def test_list_with_allow_list_gives_allowed_models_in_order(client, auth, catalo
     assert body["data"][1]["metadata"]["context_window"] == 128000
 
 
-def test_list_asks_catalogue_for_text_generation(client, auth, catalogue):
+def test_list_asks_catalogue_once_for_every_task(client, auth, catalogue):
     client.get("/v1/models", headers=auth)
     sent = [parse_qs(urlsplit(c.request.url).query) for c in search_calls(catalogue)]
-    assert sent and all(q["task"] == ["Text Generation"] for q in sent)
+    assert sent and all("task" not in q for q in sent)  # one listing, filtered by the gateway
 
 
 @pytest.mark.parametrize("config_class", [AllModels])
-def test_list_without_allow_list_gives_every_text_generation_model(client, auth, catalogue):
+def test_list_without_allow_list_gives_every_served_model(client, auth, catalogue):
     rv = client.get("/v1/models", headers=auth)
     assert rv.status_code == 200, rv.get_data(as_text=True)
     body = rv.get_json()
     validate_models_list(body)
-    assert [m["id"] for m in body["data"]] == TEXT_GENERATION
-    assert len(search_calls(catalogue)) == 2  # 23 models in pages of 20
+    assert [m["id"] for m in body["data"]] == SERVED
+    assert [m["metadata"]["task"] for m in body["data"]][-2:] == ["Text Embeddings",
+                                                                    "Text-to-Image"]
+    assert len(search_calls(catalogue)) == 2  # 25 models in pages of 20
     assert all(isinstance(m["metadata"]["context_window"], (int, type(None)))
                for m in body["data"])
 

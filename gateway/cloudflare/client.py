@@ -39,7 +39,9 @@ class Answer:
 
     account: Account
     body: dict | None = None
-    stream: requests.Response | None = None
+    stream: requests.Response | None = None  # an SSE stream, or binary bytes still to read
+    data: bytes | None = None  # a whole binary answer (an image)
+    content_type: str = "application/json"
 
 
 class UpstreamClient:
@@ -66,8 +68,13 @@ class UpstreamClient:
         """Whether at least one Cloudflare account is set up."""
         return len(self.pool) > 0
 
-    def _send(self, account, method, path, *, json_body=None, params=None, stream=False):
-        """One HTTP call to Cloudflare, network failures mapped to API errors."""
+    def _send(self, account, method, path, *, json_body=None, params=None, stream=False,
+              data=None, content_type=None):
+        """One HTTP call to Cloudflare, network failures mapped to API errors.
+
+        The body is `json_body` as JSON, or the bytes `data` sent as `content_type`
+        (raw audio, a multipart form).
+        """
         url = f"{self.base}/accounts/{account.account_id}/ai/{path}"
         if params:
             url = f"{url}?{urlencode(params)}"
@@ -79,6 +86,10 @@ class UpstreamClient:
             request.body = jsonio.dumps(json_body)
             request.headers["Content-Type"] = "application/json"
             request.headers["Content-Length"] = str(len(request.body))
+        elif data is not None:
+            request.body = data
+            request.headers["Content-Type"] = content_type or "application/octet-stream"
+            request.headers["Content-Length"] = str(len(data))
         try:
             # Straight to the pooled adapter: Session.request would re-parse the URL, merge
             # environment settings and run hooks on every call, a seventh of a worker's CPU
@@ -201,22 +212,42 @@ class UpstreamClient:
         else:
             self.pool.token_refused(account)
 
-    def run(self, model, payload, stream=False, deadline=None):
+    def run(self, model, payload=None, stream=False, deadline=None, *, data=None,
+            content_type=None, binary=False):
         """POST `/ai/run/{model}` with failover and retries; an `Answer` once one succeeded.
 
         A JSON answer is read and checked inside the attempt, so `success: false` on a
         200 fails over and retries like the same error on its proper status would.
-        A stream request may still get JSON: some models answer it that way.
+        A stream request may still get JSON: some models answer it that way. With
+        `binary`, an answer that is not JSON (an image, audio) is kept as bytes, or left
+        open to be read as it arrives when `stream` is also set.
         """
         def attempt(account):
             response = self._send(account, "POST", f"run/{quote(model, safe='@/:+')}",
-                                  json_body=payload, stream=stream)
+                                  json_body=payload, stream=stream, data=data,
+                                  content_type=content_type)
             self.check(response, model)
-            content_type = response.headers.get("Content-Type", "")
-            if stream and content_type.startswith("text/event-stream"):
+            answer_type = response.headers.get("Content-Type", "")
+            if stream and answer_type.startswith("text/event-stream"):
                 return Answer(account=account, stream=response)
+            if binary and not _is_json(answer_type):
+                if stream:
+                    return Answer(account=account, stream=response, content_type=answer_type)
+                return Answer(account=account, data=self.read_bytes(response),
+                              content_type=answer_type)
             return Answer(account=account, body=self.checked_body(response, model))
         return self.call(attempt, deadline)
+
+    def read_bytes(self, response):
+        """The whole body as bytes, read failures mapped like `read_json`'s. Always closes."""
+        try:
+            return response.content
+        except requests.Timeout:
+            raise UpstreamTimeoutError("Workers AI went silent mid-answer.") from None
+        except requests.RequestException:
+            raise UpstreamError("The connection to Workers AI broke mid-answer.") from None
+        finally:
+            response.close()
 
     def checked_body(self, response, model=None):
         """The JSON body of a 2xx answer; Cloudflare's `success: false` raised as its error."""
@@ -226,10 +257,13 @@ class UpstreamClient:
         return body
 
     def search_models(self, task="Text Generation"):
-        """Every catalogue record of `task`, paging until a short or empty page."""
+        """Every catalogue record of `task` (None: of every task), paging until a short or
+        empty page."""
         records = []
         for page in range(1, CATALOGUE_MAX_PAGES + 1):
-            params = {"task": task, "page": page, "per_page": CATALOGUE_PAGE_SIZE}
+            params = {"page": page, "per_page": CATALOGUE_PAGE_SIZE}
+            if task is not None:
+                params = {"task": task, **params}
             body = self.call(lambda account, query=params: self._search_page(account, query))
             result = body.get("result") if isinstance(body, dict) else None
             if not isinstance(result, list):
@@ -256,6 +290,12 @@ class UpstreamClient:
         response = self._send(account, "GET", "models/search", params=params)
         self.check(response)
         return self.checked_body(response)
+
+
+def _is_json(content_type):
+    """Whether a Content-Type is JSON (Cloudflare's envelope), or absent."""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return not mime or mime == "application/json" or mime.endswith("+json")
 
 
 def _last_page(body, page, seen):

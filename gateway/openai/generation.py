@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import jsonio
+from gateway.cloudflare.catalogue import TEXT_GENERATION
 from gateway.openai import features, translate, vision
 from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from gateway.ops.request_log import current_stats
@@ -40,7 +41,7 @@ def parse_body():
     """The request body as a JSON object, whatever Content-Type the client claimed."""
     if request.mimetype == "multipart/form-data":
         raise InvalidRequestError("The request body must be JSON, not multipart form data.")
-    raw = _read_body()
+    raw = read_body()
     if not raw.strip():
         raise InvalidRequestError("The request body is empty; send a JSON object.")
     try:
@@ -52,15 +53,17 @@ def parse_body():
     return body
 
 
-def _read_body():
+def read_body():
     """The raw body; 413 above the limit also for chunked bodies, which carry no length.
 
-    Werkzeug silently cuts a length-less body at MAX_CONTENT_LENGTH, so such a body is
-    read straight from the server (gunicorn decodes the chunks) and measured here.
+    The limit is MAX_CONTENT_LENGTH unless the route set its own on
+    `request.max_content_length` (the audio uploads). Werkzeug silently cuts a
+    length-less body at the limit, so such a body is read straight from the server
+    (gunicorn decodes the chunks) and measured here.
     """
     if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
         return request.get_data(cache=False)
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    limit = request.max_content_length
     raw = request.environ["wsgi.input"].read(limit + 1)
     if len(raw) > limit:
         raise RequestEntityTooLarge()
@@ -123,23 +126,37 @@ def generate(kind, schema, build_payload, build_response, body=None):
 
 
 def _admit(data):
-    """Checks and bookkeeping every generation request passes before it goes upstream."""
+    """Checks and bookkeeping every generation request passes before it goes upstream.
+
+    Returns the request's stats and Workers AI's name for its model (an alias resolved).
+    """
     stats = current_stats()
     stats.model, stats.stream = data["model"], data["stream"]
     _check_length(data)
-    if current_app.extensions["catalogue"].check_allowed(data["model"]):
-        stats.model_label = data["model"]  # confirmed names only: clients cannot add labels
-    return stats
+    return stats, resolve_model(data["model"], TEXT_GENERATION, fetch=False).name
 
 
-def _prepare(data, build_payload):
+def resolve_model(requested, task, fetch=True):
+    """The requested model (or alias) checked for this route's task: a catalogue `Resolved`.
+
+    The metrics label is set only for a confirmed name, so clients cannot add labels.
+    """
+    resolved = current_app.extensions["catalogue"].resolve(requested, task, request.path,
+                                                           fetch=fetch)
+    if resolved.confirmed:
+        current_stats().model_label = requested
+    return resolved
+
+
+def _prepare(data, build_payload, model):
     """(payload, Plan): the plain payload, and beyond plain text what the model's own schema
-    allows (gateway/openai/features.py); plain text requests never look the schema up."""
+    allows (gateway/openai/features.py); plain text requests never look the schema up.
+    `model` is Workers AI's name (an alias resolved)."""
     payload = build_payload(data, current_app.config["DEFAULT_MAX_TOKENS"])
     if not features.needs_schema(data):
         return payload, features.PLAIN
     extensions = current_app.extensions
-    capabilities = extensions["model_schemas"].capabilities(data["model"])
+    capabilities = extensions["model_schemas"].capabilities(model)
     return features.apply(data, payload, capabilities, data["model"],
                           _image_inliner(current_app.config, extensions))
 
@@ -154,13 +171,13 @@ def _image_inliner(config, extensions):
 
 def complete(data, build_payload, build_response):
     """The answer to a validated non-stream request, as the API's response dict."""
-    stats = _admit(data)
+    stats, model = _admit(data)
     config = current_app.config
     default_max = config["DEFAULT_MAX_TOKENS"]
-    payload, plan = _prepare(data, build_payload)
+    payload, plan = _prepare(data, build_payload, model)
     deadline = time.monotonic() + config["UPSTREAM_TOTAL_TIMEOUT"]
     with time_limit(config["UPSTREAM_TOTAL_TIMEOUT"]):
-        answer = current_app.extensions["upstream"].run(data["model"], payload, deadline=deadline)
+        answer = current_app.extensions["upstream"].run(model, payload, deadline=deadline)
     reply = features.finish_reply(_reply_of(answer, stats), plan)
     return build_response(reply, model=data["model"],
                           max_tokens=translate.max_tokens_of(data, default_max))
@@ -172,12 +189,12 @@ def stream(kind, data, build_payload, adapt=None):
     `adapt` wraps the chat translator to speak another API's stream events over the
     same relay (the Responses API does this); the default sends chat or completion chunks.
     """
-    stats = _admit(data)
+    stats, model = _admit(data)
     config = current_app.config
     default_max = config["DEFAULT_MAX_TOKENS"]
-    payload, plan = _prepare(data, build_payload)
+    payload, plan = _prepare(data, build_payload, model)
     upstream = current_app.extensions["upstream"]
-    answer = upstream.run(data["model"], payload, stream=not plan.replay)
+    answer = upstream.run(model, payload, stream=not plan.replay)
     options = data.get("stream_options") or {}
     translator = StreamTranslator(kind, model=data["model"],
                                   max_tokens=translate.max_tokens_of(data, default_max),
@@ -187,7 +204,7 @@ def stream(kind, data, build_payload, adapt=None):
         translator = adapt(translator)
     if answer.stream is None:
         if not _readable(answer.body):  # e.g. GPT-OSS: no stream on /ai/run, an empty result
-            answer = upstream.run(data["model"], {**payload, "stream": False})
+            answer = upstream.run(model, {**payload, "stream": False})
         reply = features.finish_reply(_reply_of(answer, stats), plan)
         stats.first_byte()
         stats.first_token()

@@ -40,6 +40,9 @@ DEGRADED = Counter("gateway_state_degraded_requests_total",
                    "Requests served without the state store (no rate limits)")
 
 GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions")
+MODEL_ROUTES = GENERATION_ROUTES + ("/v1/embeddings", "/v1/images/generations",
+                                    "/v1/audio/transcriptions", "/v1/audio/translations",
+                                    "/v1/audio/speech")
 
 
 def _route(path):
@@ -48,7 +51,7 @@ def _route(path):
         return "/v1/models"
     if path.startswith("/v1/responses"):
         return "/v1/responses"
-    if path in GENERATION_ROUTES or path in ("/healthz", "/readyz", "/metrics"):
+    if path in MODEL_ROUTES or path in ("/healthz", "/readyz", "/metrics"):
         return path
     return "other"
 

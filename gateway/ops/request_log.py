@@ -35,6 +35,9 @@ class RequestStats:
     # Why an answer ended early after its headers went out: the code of a stream's error
     # event, `client_gone` or `client_write_timeout`.
     error: str | None = None
+    # Size of what was asked for, never its content: inputs (texts, images, files) and bytes.
+    inputs: int | None = None
+    input_bytes: int | None = None
     # The model as a metrics label: set only once the model passed the allow-list, so that
     # clients cannot grow the label set with made-up names. Not logged.
     model_label: str = ""

@@ -1,6 +1,7 @@
 """GET /v1/models and GET /v1/models/{id} (ids contain slashes: `@cf/meta/...`)."""
 from flask import Blueprint, current_app
 
+from gateway.cloudflare.catalogue import TEXT_GENERATION
 from gateway.jsonio import json_response
 
 bp = Blueprint("models", __name__)
@@ -8,15 +9,20 @@ bp = Blueprint("models", __name__)
 
 @bp.get("/models")
 def list_models():
-    """The Text Generation models this gateway serves."""
+    """The models of every task this gateway serves, then the aliases."""
     entries = current_app.extensions["catalogue"].entries()
     return json_response({"object": "list", "data": entries})
 
 
 @bp.get("/models/<path:model_id>")
 def retrieve_model(model_id):
-    """One model entry with what its schema says it can do, or 404 model_not_found."""
+    """One model (or alias) entry, or 404 model_not_found.
+
+    A chat model's entry also says what its schema lets it do (for an alias: its model's).
+    """
     entry = current_app.extensions["catalogue"].entry(model_id)
-    capabilities = current_app.extensions["model_schemas"].capabilities(model_id)
-    entry["metadata"]["capabilities"] = capabilities.summary()
+    if entry["metadata"]["task"] in (TEXT_GENERATION, None):
+        model = entry["metadata"].get("alias_of") or model_id
+        capabilities = current_app.extensions["model_schemas"].capabilities(model)
+        entry["metadata"]["capabilities"] = capabilities.summary()
     return json_response(entry)
