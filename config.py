@@ -85,8 +85,10 @@ class Config:
     DEFAULT_MAX_TOKENS = int(_env("DEFAULT_MAX_TOKENS", "256"))
     # Seconds the model catalogue is cached per worker.
     MODELS_CACHE_TTL = float(_env("MODELS_CACHE_TTL", "300"))
-    # Largest request body in bytes (Flask answers 413 above it).
+    # Largest request body in bytes (Flask answers 413 above it); audio uploads have their own.
     MAX_CONTENT_LENGTH = int(_env("MAX_BODY_BYTES", str(1024 * 1024)))
+    # Largest audio upload for /v1/audio/transcriptions and /translations (OpenAI's own 25 MiB).
+    AUDIO_MAX_BYTES = int(_env("AUDIO_MAX_BYTES", str(25 * 1024 * 1024)))
     # Most inputs one /v1/embeddings request may hold (OpenAI's own limit is 2048).
     EMBEDDINGS_MAX_INPUTS = int(_env("EMBEDDINGS_MAX_INPUTS", "2048"))
     # Upstream calls one request may have open at once (embedding batches, images of n > 1).

@@ -728,9 +728,11 @@ class ResponsesRequest(_Strict):
 responses_request = ResponsesRequest()
 
 
-# ---------------------------------------------------------------- embeddings
+# ---------------------------------------------------------------- embeddings, images, audio
 
 ENCODING_FORMATS = ("float", "base64")
+TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 MODEL_FIELD_ERROR = "Must be a Workers AI model name or an alias of one."
 
 
@@ -783,4 +785,76 @@ class EmbeddingRequest(_Request):
     user = fields.String()
 
 
+class ImageRequest(_Request):
+    """POST /v1/images/generations (`seed`, `steps`, `negative_prompt` where the model has them)."""
+
+    model = _model_field()
+    prompt = fields.String(required=True, validate=validate.Length(min=1))
+    n = StrictInteger(load_default=1, validate=validate.Range(1, 4))
+    size = fields.String(validate=validate.Regexp(
+        r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$",
+        error="Must be WIDTHxHEIGHT, such as 1024x1024, or auto."))
+    response_format = fields.String(load_default="b64_json", validate=validate.OneOf(
+        ["b64_json"], error="Only 'b64_json' is supported: this gateway stores no files to "
+                            "link to."))
+    seed = StrictInteger(validate=validate.Range(min=0))
+    steps = StrictInteger(validate=validate.Range(min=1))
+    negative_prompt = fields.String()
+    # Informational: accepted, never forwarded.
+    user = fields.String()
+    quality = fields.String()
+    style = fields.String()
+
+
+class SpeechRequest(_Request):
+    """POST /v1/audio/speech."""
+
+    model = _model_field()
+    input = fields.String(required=True, validate=validate.Length(
+        1, 4096, error="Must be between 1 and 4096 characters long."))
+    voice = fields.String(required=True, validate=validate.Length(min=1))
+    response_format = fields.String(load_default="mp3", validate=validate.OneOf(SPEECH_FORMATS))
+    speed = StrictNumber(load_default=1.0, validate=validate.Range(0.25, 4.0))
+    instructions = fields.String(validate=validate.Length(max=0, error=f"'instructions' "
+                                                          f"{NOT_IMPLEMENTED}."))
+    stream_format = fields.String(validate=validate.OneOf(
+        ["audio"], error="Only 'audio' is supported: the answer is the audio bytes."))
+
+    @pre_load
+    def voice_object(self, data, **kwargs):
+        """OpenAI also takes a voice as `{"id": "..."}`."""
+        voice = data.get("voice") if isinstance(data, dict) else None
+        if isinstance(voice, dict) and isinstance(voice.get("id"), str):
+            data = {**data, "voice": voice["id"]}
+        return data
+
+
+class FormNumber(fields.Float):
+    """A number sent as a multipart form field (text)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class TranscriptionRequest(_Request):
+    """The form fields of POST /v1/audio/transcriptions and /translations (the file apart)."""
+
+    model = _model_field()
+    language = fields.String(validate=validate.Regexp(
+        r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$", error="Must be a language code such as 'en'."))
+    prompt = fields.String()
+    response_format = fields.String(load_default="json", validate=validate.OneOf(
+        TRANSCRIPT_FORMATS))
+    temperature = FormNumber(load_default=0.0, validate=validate.Range(0, 1))
+    stream = fields.String(validate=validate.OneOf(
+        ["false", "False"], error=f"'stream' {NOT_IMPLEMENTED}."))
+    timestamp_granularities = fields.List(fields.String(validate=validate.OneOf(
+        ["segment", "word"])))
+
+
 embedding_request = EmbeddingRequest()
+image_request = ImageRequest()
+speech_request = SpeechRequest()
+transcription_request = TranscriptionRequest()

@@ -22,8 +22,8 @@ def create_app(config_class=Config):
     from gateway.cloudflare.model_schemas import ModelSchemas
     from gateway.openai.image_fetch import ImageFetcher
     from gateway.jsonio import OrjsonProvider
-    from gateway.routes import (chat, completions, embeddings, health, metrics, models, playground,
-                                responses)
+    from gateway.routes import (audio, chat, completions, embeddings, health, images, metrics,
+                                models, playground, responses)
     from gateway.state import responses as stored_responses
     from gateway.cloudflare.client import MISSING_CREDENTIALS, UpstreamClient
     from gateway.state import open_store
@@ -56,6 +56,7 @@ def create_app(config_class=Config):
     cors.init_app(app)
     request_id.init_app(app)
     request_log.init_app(app)
+    audio.init_app(app)  # before anything reads a body: the audio routes' own size limit
     auth.init_app(app)
     errors.register_error_handlers(app)
     client_io.init_app(app)
@@ -64,7 +65,7 @@ def create_app(config_class=Config):
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(playground.bp)
-    for resource in (models, chat, completions, responses, embeddings):
+    for resource in (models, chat, completions, responses, embeddings, images, audio):
         app.register_blueprint(resource.bp, url_prefix="/v1")
     return app
 

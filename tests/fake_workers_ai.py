@@ -707,7 +707,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for chunk in reply.chunks:
+        for index, chunk in enumerate(reply.chunks):
+            if index == self.server.fake.cut_binary_after:  # a broken answer: RST mid-body
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                raise _ClientGone()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.flush()
             if self.server.fake.token_delay:
@@ -826,7 +830,9 @@ class FakeWorkersAI:
 
     Attributes a test reads or sets: ``base_url``, ``port``, ``requests`` (every request,
     including 401s and 404s, as a ``RecordedRequest``, recorded before it is answered),
-    ``token_delay`` / ``first_byte_delay`` (seconds), ``accounts``, ``models``; counters
+    ``token_delay`` / ``first_byte_delay`` (seconds; ``token_delay`` also paces the chunks of
+    binary answers), ``cut_binary_after`` (reset a binary answer after that many chunks),
+    ``accounts``, ``models``; counters
     ``open_connections``, ``connections_total`` (TCP connections accepted so far),
     ``streams_started``, ``streams_completed`` (the server wrote the whole stream, including
     the ``error_event`` fault's short one) and ``streams_aborted`` (the client went away, or
@@ -937,6 +943,7 @@ class FakeWorkersAI:
             del self.requests[:]
             self.token_delay = 0.0
             self.first_byte_delay = 0.0
+            self.cut_binary_after = None  # binary answers (images, speech): chunks before a reset
             self.streams_started = self.streams_completed = self.streams_aborted = 0
             self.bodies_ended = 0
 

@@ -150,7 +150,8 @@ def test_shipped_site_config_has_the_production_settings():
     assert int(directive(upstream.group(2), "keepalive")[0]) > 0
     # gunicorn's KEEPALIVE default is 5 s: nginx must drop idle connections first.
     assert seconds(directive(upstream.group(2), "keepalive_timeout")[0]) < 5
-    assert directive(text, "proxy_pass") == [f"http://{upstream.group(1)}"]
+    # `location /`, and the audio uploads' location inside it
+    assert directive(text, "proxy_pass") == [f"http://{upstream.group(1)}"] * 2
     assert directive(text, "proxy_http_version") == ["1.1"]
     assert directive(text, "proxy_buffering") == ["off"]
     assert directive(text, "proxy_request_buffering") == ["off"]
@@ -163,8 +164,9 @@ def test_shipped_site_config_has_the_production_settings():
     assert headers["x-forwarded-proto"] == "$scheme" and headers["x-real-ip"] == "$remote_addr"
     # Well above the gateway's heartbeat (15 s) and its non-stream deadline (300 s).
     assert seconds(directive(text, "proxy_read_timeout")[0]) >= 600
-    (limit,) = directive(text, "client_max_body_size")
+    limit, audio_limit = directive(text, "client_max_body_size")
     assert int(limit.rstrip("m")) * MiB > MiB and limit.endswith("m")
+    assert int(audio_limit.rstrip("m")) * MiB > 25 * MiB  # AUDIO_MAX_BYTES
     assert directive(text, "listen") == ["80"]
 
 
@@ -325,6 +327,14 @@ def test_chunked_body_over_the_gateway_limit_gets_the_gateway_json_413(proxied):
     assert_openai_413(rv)
     (record,) = log_records(proxied, rv.headers["X-Request-ID"])
     assert record["status"] == 413
+
+
+def test_audio_upload_over_the_json_limits_passes_through_nginx(proxied):
+    """3 MiB of audio: over nginx's 2m for JSON routes, under the audio routes' own limit."""
+    audio = b"RIFF" + bytes(3 * MiB)
+    result = sdk(proxied).audio.transcriptions.create(model="@cf/deepgram/nova-3",
+                                                      file=("long.wav", audio, "audio/wav"))
+    assert result.text == f"Heard {len(audio)} bytes."
 
 
 def test_body_over_the_nginx_limit_gets_json_from_nginx(proxied):

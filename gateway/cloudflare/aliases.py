@@ -5,8 +5,9 @@ name is, listed by `/v1/models` as an entry of its own (`metadata.alias_of`), an
 answer carries the name the client sent. An alias whose model is not allowed (not in
 `MODELS`, or not in the catalogue when there is no allow-list) answers 404 like an
 unknown model, and the operator learns about it once, at start-up, in the log: once per
-gateway, not once per worker, since the workers of one gunicorn share a fresh
-`PROMETHEUS_MULTIPROC_DIR` where the first to report leaves a mark.
+gateway, not once per worker, since the workers of one gunicorn share
+`PROMETHEUS_MULTIPROC_DIR`, where the first to report leaves a mark named after their
+master's pid (so a restart reports again).
 """
 import hashlib
 import logging
@@ -23,7 +24,8 @@ def report_once(message):
     """Log a warning once per gateway start (once per process outside gunicorn)."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
-        mark = os.path.join(folder, "reported-" + hashlib.sha256(message.encode()).hexdigest()[:16])
+        digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+        mark = os.path.join(folder, f"reported-{os.getppid()}-{digest}")
         try:
             os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
