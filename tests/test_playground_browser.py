@@ -17,6 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from gateway.cloudflare.catalogue import SERVED_TASKS
 from tests import browser as chrome
 from tests.fake_workers_ai import FakeWorkersAI, _reply_tokens
 from tests.servers import ROOT, run_gateway
@@ -177,7 +178,8 @@ def test_page_loads_clean_and_lists_the_fakes_models(driver, gateway, fake):
     served = requests.get(f"{gateway}/v1/models", headers={"Authorization": f"Bearer {KEY}"},
                           timeout=30).json()["data"]
     assert shown == [entry["id"] for entry in served]
-    assert set(shown) == {m["name"] for m in fake.models if m["task"]["name"] == "Text Generation"}
+    # every model of the tasks the gateway serves (issue 12), each labelled with its task
+    assert set(shown) == {m["name"] for m in fake.models if m["task"]["name"] in SERVED_TASKS}
 
     Select(hook(driver, "model-select")).select_by_value(MODEL)
     meta = next(entry["metadata"] for entry in served if entry["id"] == MODEL)
