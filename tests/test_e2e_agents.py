@@ -316,6 +316,10 @@ def test_image_by_data_url(client, fake, model):
     pytest.param(PLAIN, [DATA_URL], "messages[0].content[1]", id="model-without-vision"),
     pytest.param(GEMMA, ["https://example.com/cat.png"], "messages[0].content[1]",
                  id="fetching-off"),
+    pytest.param(GEMMA, ["data:image/png;base64,!!!x"], "messages[0].content[1]",
+                 id="malformed-data-url"),
+    pytest.param(VISION, ["data:image/png,%89PNG"], "messages[0].content[1]",
+                 id="data-url-not-base64"),
 ])
 def test_image_refusals_name_the_part(gateway, fake, model, urls, param):
     rv = raw(gateway, model=model, messages=image_message(*urls))

@@ -6,6 +6,7 @@ shows: OpenAI-style `image_url` parts holding a data URL, or a single top-level
 the gateway first (gateway/openai/image_fetch.py) when the operator allows it.
 """
 import base64
+import binascii
 import re
 
 from gateway.errors import InvalidRequestError
@@ -37,7 +38,9 @@ def inline_images(messages, fetch, fetch_enabled):
         for j, part in enumerate(message["content"]):
             if part["type"] == "image_url":
                 param, url = f"messages[{i}].content[{j}]", part["image_url"]["url"]
-                if not DATA_URL.match(url):
+                if DATA_URL.match(url):
+                    _check_base64(param, url)
+                else:
                     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
                     if scheme not in ("http", "https"):
                         raise refuse(param, "Images must be data:image/... URLs or http(s) "
@@ -55,6 +58,19 @@ def inline_images(messages, fetch, fetch_enabled):
             parts.append(part)
         out.append({**message, "content": parts})
     return out
+
+
+def _check_base64(param, data_url):
+    """A data URL must carry base64 image bytes (as OpenAI requires): anything else would
+    reach the model as garbage, or fail decoding for models that take the bytes."""
+    header, _, data = data_url.partition(",")
+    try:
+        valid = header.lower().endswith(";base64") and bool(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        raise refuse(param, f"The image at {param} is not a valid data URL: send "
+                            "data:image/<type>;base64,<base64 bytes>.")
 
 
 def text_of(content):
