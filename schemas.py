@@ -169,6 +169,8 @@ class Message(Schema):
         if role == "assistant" and isinstance(call, dict) and "tool_calls" not in data:
             data = {**data, "tool_calls": [{"id": call.get("name") or "function",
                                             "type": "function", "function": call}]}
+        if role == "tool" and not data.get("tool_call_id"):  # OpenAI requires it too
+            raise ValidationError({"tool_call_id": ["Missing data for required field."]})
         if data.get("tool_calls") and role != "assistant":
             raise ValidationError({"tool_calls": ["Only assistant messages carry tool calls."]})
         content = data.get("content")

@@ -138,6 +138,12 @@ def test_completion_refuses_bad_parameter(client, auth, upstream, field, value):
                  "messages[0].content[0].type", id="content-part-untyped"),
     pytest.param(chat(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]),
                  "messages[0].content[0].text", id="content-part-text-number"),
+    pytest.param(chat(messages=[*HELLO, {"role": "tool", "content": "42"}]),
+                 "messages[1].tool_call_id", id="tool-message-without-tool-call-id"),
+    pytest.param(chat(messages=[*HELLO, {"role": "tool", "content": "42", "tool_call_id": ""}]),
+                 "messages[1].tool_call_id", id="tool-message-empty-tool-call-id"),
+    pytest.param(chat(messages=[*HELLO, {"role": "tool", "content": "42", "tool_call_id": 7}]),
+                 "messages[1].tool_call_id", id="tool-message-tool-call-id-number"),
 ])
 def test_chat_refuses_bad_messages(client, auth, upstream, body, param):
     rv = client.post(CHAT, json=body, headers=auth)
