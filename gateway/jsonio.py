@@ -18,6 +18,23 @@ def loads(data):
     return orjson.loads(data)
 
 
+# orjson reads up to 1,024 levels of nesting but writes only 255: a body between the two
+# would parse and then fail when it is sent on (https://github.com/ijl/orjson#serialize).
+MAX_DEPTH = 255
+
+
+def nested_too_deep(raw, obj):
+    """Whether `obj` (parsed from the bytes `raw`) cannot be written back out. Only a body
+    with more than MAX_DEPTH brackets can be, so only such a body is tried."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    try:
+        orjson.dumps(obj)
+    except TypeError:
+        return True
+    return False
+
+
 def json_response(body, status=200, headers=None):
     """A JSON response with the given status and extra headers."""
     return Response(orjson.dumps(body), status=status, headers=headers,

@@ -156,6 +156,17 @@ def test_tool_stream_matches_the_non_stream_call(client, gateway, model):
     assert finishes == ["tool_calls"] and events[-2]["usage"] is not None
 
 
+def test_tool_schema_nested_too_deep_is_refused_not_a_500(gateway, fake):
+    parameters = {"type": "object"}
+    for _ in range(300):
+        parameters = {"type": "object", "properties": {"a": parameters}}
+    rv = raw(gateway, model=CLASSIC, messages=[{"role": "user", "content": "Hi"}],
+             tools=[{"type": "function", "function": {"name": "f", "parameters": parameters}}])
+    assert rv.status_code == 400, rv.text
+    validate_error(rv.json())
+    assert not runs(fake)
+
+
 def test_classic_tools_go_in_the_schema_form(client, fake):
     client.chat.completions.create(model=CLASSIC, tools=[{"type": "function", "function": {
         "name": "now", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}],

@@ -50,6 +50,9 @@ def parse_body():
         raise InvalidRequestError("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    if jsonio.nested_too_deep(raw, body):
+        raise InvalidRequestError(f"The request body is nested more than {jsonio.MAX_DEPTH} "
+                                  "levels deep.")
     return body
 
 
