@@ -379,6 +379,18 @@ def test_n_and_logprobs_where_the_schema_has_them(client, gateway):
     assert completion.choices[1].logprobs.content[0].token == "Echo:"
     validate_chat_completion(raw(gateway, model=SHAPED, n=2,
                                  messages=[{"role": "user", "content": "a"}]).json())
+    validate_chat_completion(raw(gateway, model=SHAPED, logprobs=True,
+                                 messages=[{"role": "user", "content": "a"}]).json())
+
+
+def test_logprobs_reach_a_replayed_stream(gateway):
+    events = read_events(raw(gateway, model=SHAPED, logprobs=True, stream=True,
+                             messages=[{"role": "user", "content": "a b"}]))
+    for event in events[:-1]:
+        validate_chat_chunk(event)
+    tokens = [t["token"] for e in events[:-1] for c in e["choices"]
+              for t in (c["logprobs"] or {}).get("content") or []]
+    assert tokens == ["Echo:", "a", "b"]
 
 
 # -- LangChain -------------------------------------------------------------------------------

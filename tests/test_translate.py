@@ -115,6 +115,17 @@ def test_chat_completion_is_valid_openai_body(usage):
     assert body["choices"][0]["finish_reason"] == "stop"
 
 
+def test_logprobs_of_an_openai_shaped_answer_are_a_valid_openai_body():
+    # vLLM-style logprobs carry only `content`; OpenAI's schema requires `refusal` beside it
+    logprobs = {"content": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105],
+                             "top_logprobs": []}]}
+    reply = read_reply(cf_ok({"choices": [{"index": 0, "message": {
+        "role": "assistant", "content": "Hi"}, "logprobs": logprobs, "finish_reason": "stop"}]}))
+    body = chat_completion(reply, model=MODEL, max_tokens=256)
+    validate_chat_completion(body)
+    assert body["choices"][0]["logprobs"] == {**logprobs, "refusal": None}
+
+
 @pytest.mark.parametrize("usage", [pytest.param(USAGE, id="usage"),
                                    pytest.param(None, id="no-usage")])
 def test_text_completion_is_valid_openai_body(usage):

@@ -63,14 +63,15 @@ class StreamTranslator:
         """Whether the upstream said it was done (its connection may then be reused)."""
         return self.done and not self.cut_short
 
-    def _chunk(self, text=None, finish_reason=None, role=False, delta=None, index=0):
+    def _chunk(self, text=None, finish_reason=None, role=False, delta=None, index=0,
+               logprobs=None):
         if self.chat:
             if delta is None:
                 delta = {} if text is None else {"content": text}
             if role:
                 delta = {"role": "assistant", "content": ""}
             choice = {"index": index, "delta": delta, "finish_reason": finish_reason,
-                      "logprobs": None}
+                      "logprobs": logprobs}
             kind = "chat.completion.chunk"
         else:
             choice = {"index": index, "text": text or "", "finish_reason": finish_reason,
@@ -182,7 +183,8 @@ class StreamTranslator:
                 chunks.append(self._chunk(delta={"reasoning_content": one.reasoning},
                                           index=index))
             if one.text:
-                chunks.append(self._chunk(one.text, index=index))
+                chunks.append(self._chunk(one.text, index=index,
+                                          logprobs=one.logprobs if self.chat else None))
             if one.tool_calls and self.chat:
                 chunks.append(self._chunk(delta={"tool_calls": replay_deltas(one.tool_calls)},
                                           index=index))

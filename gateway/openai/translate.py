@@ -143,7 +143,15 @@ def _choice_reply(choice, usage):
     return Reply(as_text(text), usage, choice.get("finish_reason"),
                  tool_calls=tools.read_calls(message.get("tool_calls")),
                  reasoning=reasoning_of(message),
-                 logprobs=logprobs if isinstance(logprobs, dict) else None)
+                 logprobs=_logprobs(logprobs))
+
+
+def _logprobs(logprobs):
+    """OpenAI's choice `logprobs` object; OpenAI-shaped models on Workers AI (vLLM) leave out
+    `refusal`, which OpenAI's schema requires beside `content`."""
+    if not isinstance(logprobs, dict):
+        return None
+    return {"content": None, "refusal": None, **logprobs}
 
 
 def finish_reason(usage, max_tokens, upstream_reason=None, tokens_seen=0):
