@@ -212,6 +212,30 @@ def test_legacy_functions_become_tools(client, fake):
                                                   "function": {"name": "get_weather"}}
 
 
+@pytest.mark.parametrize("model", [CLASSIC, SHAPED])
+def test_legacy_functions_are_answered_as_function_call(client, gateway, model):
+    from langchain_core.output_parsers.openai_functions import JsonOutputFunctionsParser
+    from langchain_openai import ChatOpenAI
+
+    legacy = {"functions": [WEATHER["function"]], "function_call": {"name": "get_weather"}}
+    messages = [{"role": "user", "content": "Weather in London?"}]
+    completion = client.chat.completions.create(model=model, messages=messages, **legacy)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "function_call"
+    assert (choice.message.function_call.name, json.loads(
+        choice.message.function_call.arguments)) == ("get_weather", {"city": "London"})
+    events = read_events(raw(gateway, model=model, messages=messages, stream=True, **legacy))
+    for event in events[:-1]:
+        validate_chat_chunk(event)
+    calls = [c["delta"]["function_call"] for e in events[:-1] for c in e["choices"]
+             if c["delta"].get("function_call")]
+    assert calls[0]["name"] == "get_weather"
+    assert json.loads("".join(c["arguments"] for c in calls)) == {"city": "London"}
+    llm = ChatOpenAI(model=model, base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+    chain = llm.bind(**legacy) | JsonOutputFunctionsParser()
+    assert chain.invoke("Weather in London?") == {"city": "London"}
+
+
 def test_model_without_tools_is_refused_before_upstream(gateway, fake):
     rv = raw(gateway, model=PLAIN, messages=[{"role": "user", "content": "hi"}], tools=[WEATHER])
     assert rv.status_code == 400

@@ -18,6 +18,7 @@ from gateway.cloudflare.catalogue import TEXT_GENERATION
 from gateway.openai import features, translate, vision
 from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from gateway.ops.request_log import current_stats
+from gateway.openai.legacy_functions import LegacyFunctionStream, legacy_completion
 from gateway.openai.stream_translate import StreamTranslator
 from gateway.openai.streaming import relay, replay
 
@@ -123,9 +124,11 @@ def generate(kind, schema, build_payload, build_response, body=None):
         body = parse_body()
     check_counts(body)
     data = validate(schema, body)
+    legacy = data.get("legacy_functions")  # answered as function_call, as the client reads
     if data["stream"]:
-        return stream(kind, data, build_payload)
-    return jsonio.json_response(complete(data, build_payload, build_response))
+        return stream(kind, data, build_payload, LegacyFunctionStream if legacy else None)
+    answer = complete(data, build_payload, build_response)
+    return jsonio.json_response(legacy_completion(answer) if legacy else answer)
 
 
 def _admit(data):
