@@ -654,7 +654,7 @@ class TextOptions(_Strict):
 
     format = fields.Nested(TextFormat)
     verbosity = fields.String(validate=validate.Equal(
-        "medium", error=f"Only 'medium' verbosity {NOT_IMPLEMENTED}."))
+        "medium", error=f"Verbosity other than 'medium' {NOT_IMPLEMENTED}."))
 
 
 class ReasoningOptions(_Strict):
@@ -715,6 +715,12 @@ class ResponsesRequest(_Strict):
             if name in data:
                 _refuse(name, data[name], allowed)
         return data
+
+    @validates_schema
+    def choice_needs_tools(self, data, **kwargs):
+        """As in chat (and at OpenAI): 'required' or a named function needs `tools`."""
+        if not data.get("tools") and data.get("tool_choice") not in (None, "none", "auto"):
+            raise ValidationError("'tool_choice' needs 'tools'.", "tool_choice")
 
     # Parameters that change the output or need state this gateway lacks: do-nothing form only.
     unimplemented = {

@@ -61,6 +61,9 @@ REFUSED = [
                  id="tool-name"),
     pytest.param({"tool_choice": {"type": "web_search_preview"}}, "tool_choice",
                  id="hosted-tool-choice"),
+    pytest.param({"tool_choice": "required"}, "tool_choice", id="required-without-tools"),
+    pytest.param({"tool_choice": {"type": "function", "name": "f"}, "tools": []}, "tool_choice",
+                 id="named-choice-without-tools"),
     pytest.param({"text": {"format": {"type": "json_schema", "schema": {}}}},
                  "text.format.name", id="schema-without-name"),
     pytest.param({"text": {"format": {"type": "xml"}}}, "text.format.type", id="format-type"),
@@ -86,6 +89,13 @@ def test_bad_requests_are_refused_naming_the_param(client, auth, upstream, field
     validate_error(rv.get_json())
     assert rv.get_json()["error"]["param"] == param
     assert len(upstream.calls) == 0
+
+
+def test_verbosity_refusal_says_what_is_refused(client, auth, upstream):
+    rv = client.post("/v1/responses", headers=auth, json={
+        "model": MODEL, "input": "hi", "text": {"verbosity": "low"}})
+    message = rv.get_json()["error"]["message"]
+    assert "other than 'medium'" in message and "Only 'medium'" not in message
 
 
 def test_non_function_tools_are_named_in_the_message(client, auth, upstream):
