@@ -74,12 +74,24 @@ def read_body():
     return raw
 
 
-def check_counts(body):
-    """Refuse oversized message lists before marshmallow spends a worker's time on them.
+# OpenAI's own limit on `tools` (and legacy `functions`) in one request.
+MAX_TOOLS = 128
 
-    Validation costs tens of microseconds per message and blocks every stream of the
-    worker meanwhile; OpenAI itself caps `messages` at 2,048 items.
+
+def check_counts(body):
+    """Refuse oversized message and tool lists before marshmallow spends a worker's time on
+    them.
+
+    Validation costs tens of microseconds per message or tool and blocks every stream of the
+    worker meanwhile; OpenAI itself caps `messages` at 2,048 items and `tools` at 128.
     """
+    for name in ("tools", "functions"):
+        listed = body.get(name)
+        if isinstance(listed, list) and len(listed) > MAX_TOOLS:
+            raise InvalidRequestError(
+                f"Invalid '{name}': array too long. Expected an array with maximum length "
+                f"{MAX_TOOLS}, but got an array with length {len(listed)} instead.",
+                param=name, code="array_above_max_length")
     messages = body.get("messages")
     if not isinstance(messages, list):
         return
