@@ -155,3 +155,11 @@ def test_non_image_answer_is_502(client, fake):
     assert rv.status_code == 502
     validate_error(rv.get_json())
     assert rv.get_json()["error"]["code"] == "not_an_image"
+
+
+def test_image_over_the_upstream_body_cap_is_502(fake):
+    fake.reset()
+    client = media_client(fake, UPSTREAM_MAX_BODY_BYTES=1000)
+    rv = generate(client, model=SDXL, prompt="x", size="1024x1024")  # a PNG of ~3 kB
+    assert rv.status_code == 502, rv.get_data(as_text=True)
+    assert rv.get_json()["error"]["code"] == "upstream_body_too_large"

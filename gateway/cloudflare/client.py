@@ -239,9 +239,10 @@ class UpstreamClient:
         return self.call(attempt, deadline)
 
     def read_bytes(self, response):
-        """The whole body as bytes, read failures mapped like `read_json`'s. Always closes."""
+        """The whole body as bytes (at most UPSTREAM_MAX_BODY_BYTES), read failures mapped
+        like `read_json`'s. Always closes."""
         try:
-            return response.content
+            return self._read_capped(response)
         except requests.Timeout:
             raise UpstreamTimeoutError("Workers AI went silent mid-answer.") from None
         except requests.RequestException:
