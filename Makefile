@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench bench-quick clean
+.PHONY: run test bench bench-quick clean keys
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 run: $(VENV)/.runtime
 	$(PY) -m gateway.dotenv_setup
 	exec $(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
+
+# Stored client keys: make keys ARGS="create --name alice --rpm 60" (also list, revoke, usage).
+keys: $(VENV)/.runtime
+	$(VENV)/bin/flask --app app keys $(ARGS)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest

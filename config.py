@@ -148,3 +148,5 @@ class Config:
     STATE_TIMEOUT = float(_env("STATE_TIMEOUT", "0.5"))
     # Serve the browser playground at / and /playground ("0" turns it off: 404).
     PLAYGROUND = _flag("PLAYGROUND", "1")
+    # Bearer token of the admin API (/admin/keys, /admin/usage); empty: those routes answer 404.
+    ADMIN_TOKEN = os.environ.get("ADMIN_TOKEN", "")

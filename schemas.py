@@ -6,8 +6,8 @@ counts as absent, booleans are never numbers, and parameters that would change t
 output but are not implemented are refused by name rather than dropped silently.
 Unknown keys are dropped: nothing is forwarded that the gateway does not know.
 """
-from marshmallow import (EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate,
-                         validates_schema)
+from marshmallow import (EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load,
+                         validate, validates_schema)
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -866,3 +866,25 @@ embedding_request = EmbeddingRequest()
 image_request = ImageRequest()
 speech_request = SpeechRequest()
 transcription_request = TranscriptionRequest()
+
+
+class KeyRequest(Schema):
+    """A new client key (POST /admin/keys, `flask keys create`); only `name` is required."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Regexp(
+        r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        error="Must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."))
+    models = fields.List(fields.String(validate=validate.Length(min=1, max=200)),
+                         load_default=list, allow_none=True,
+                         validate=validate.Length(max=100))
+    rpm = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    tpm = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    max_parallel = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    daily_tokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    expires_in = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+
+
+key_request = KeyRequest()

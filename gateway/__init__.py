@@ -22,9 +22,10 @@ def create_app(config_class=Config):
     from gateway.cloudflare.model_schemas import ModelSchemas
     from gateway.openai.image_fetch import ImageFetcher
     from gateway.jsonio import OrjsonProvider
-    from gateway.routes import (audio, chat, completions, embeddings, health, images, metrics,
-                                models, playground, responses)
+    from gateway.routes import (admin, audio, chat, completions, embeddings, health, images,
+                                metrics, models, playground, responses)
     from gateway.state import responses as stored_responses
+    from gateway.state.cli import keys
     from gateway.cloudflare.client import MISSING_CREDENTIALS, UpstreamClient
     from gateway.state import open_store
 
@@ -36,7 +37,7 @@ def create_app(config_class=Config):
     # Fails at start-up, naming STATE_URL, when the store can never work (unwritable file).
     app.extensions["state"] = open_store(app.config["STATE_URL"], app.config["STATE_TIMEOUT"])
     state_store_recovered()  # up until a call fails
-    upstream = UpstreamClient(app.config)
+    upstream = UpstreamClient(app.config, app.extensions["state"])
     if not upstream.configured:
         log.debug(MISSING_CREDENTIALS)  # gunicorn's master warns once (gunicorn.conf.py)
     app.extensions["upstream"] = upstream
@@ -62,6 +63,9 @@ def create_app(config_class=Config):
     client_io.init_app(app)
     proxy.init_app(app)
 
+    app.cli.add_command(keys)
+    if app.config["ADMIN_TOKEN"]:
+        app.register_blueprint(admin.bp, url_prefix="/admin")
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(playground.bp)

@@ -150,8 +150,17 @@ def _render_unexpected(exc):
     return render_error(error)
 
 
+def _render_store_down(exc):
+    """The state store did not answer where the gateway cannot do without it: 503, never 500."""
+    return render_error(ServiceUnavailableError(
+        "The gateway's state store is not answering; please retry shortly.",
+        code="state_store_unavailable", headers={"Retry-After": "2"}))
+
+
 def register_error_handlers(app):
     """Route every exception through the OpenAI envelope."""
+    from gateway.state.store import StoreUnavailable
     app.register_error_handler(APIError, render_error)
+    app.register_error_handler(StoreUnavailable, _render_store_down)
     app.register_error_handler(HTTPException, _render_http_exception)
     app.register_error_handler(Exception, _render_unexpected)

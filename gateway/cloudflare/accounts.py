@@ -4,8 +4,10 @@ A free Workers AI account has 10,000 neurons a day, so a shared gateway spreads 
 requests over several accounts. An account that reports its daily allocation used up
 (3036) sits out until the next 00:00 UTC; one whose token Cloudflare refuses sits out
 for a cool-down and is logged as an operator error (by account id, never the token).
-State is per worker process: each gunicorn worker learns about a spent account on its
-own, at the cost of one failed upstream call.
+What one worker learns goes to the shared state store (gateway.state), and every worker
+of every host reads it before picking an account, so once any of them met a spent or
+refused account no other calls it until it is due. While the store is down each worker
+goes on with what it learnt itself.
 """
 import itertools
 import logging
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
 
 from gateway.errors import QuotaExceededError, ServiceUnavailableError
+from gateway.state.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,12 @@ def next_utc_midnight(now):
 class AccountPool:
     """Hands out accounts in round-robin order, skipping those that are out."""
 
-    def __init__(self, credentials, cooldown=300.0, clock=time.time):
+    def __init__(self, credentials, cooldown=300.0, clock=time.time, store=None):
         self.accounts = [Account(i, account_id, token)
                          for i, (account_id, token) in enumerate(credentials)]
         self.cooldown = cooldown
         self.clock = clock
+        self.store = store
         self._turn = itertools.count()
         self._lock = threading.Lock()
 
@@ -59,12 +63,35 @@ class AccountPool:
     def acquire(self, exclude=()):
         """The next healthy account not in `exclude`; a 429 or 503 APIError when there is none."""
         now = self.clock()
+        self._learn(now)
         usable = [a for a in self.accounts if a.out_until <= now and a.position not in exclude]
         if not usable:
             raise self._none_left(now)
         with self._lock:
             turn = next(self._turn)
         return usable[turn % len(usable)]
+
+    def _learn(self, now):
+        """Take in what other workers and hosts found out about the accounts."""
+        if self.store is None:
+            return
+        try:
+            out = self.store.accounts_out(now)
+        except StoreUnavailable:
+            return
+        for account in self.accounts:
+            until, reason = out.get(account.account_id, (0.0, ""))
+            if until > account.out_until:
+                account.out_until, account.out_reason = until, reason
+
+    def _tell(self, account):
+        """Share that `account` is out with every worker and host."""
+        if self.store is None:
+            return
+        try:
+            self.store.mark_account(account.account_id, account.out_until, account.out_reason)
+        except StoreUnavailable:
+            pass  # this worker still knows; the others find out with one failed call
 
     def _none_left(self, now):
         if all(a.out_reason == "quota" for a in self.accounts):
@@ -82,6 +109,7 @@ class AccountPool:
         """3036: out until the allocation resets at the next 00:00 UTC."""
         account.out_until = next_utc_midnight(self.clock())
         account.out_reason = "quota"
+        self._tell(account)
         log.warning("Cloudflare account #%d (%s) used up its daily allocation; skipped until "
                     "00:00 UTC", account.position, account.account_id)
 
@@ -89,6 +117,7 @@ class AccountPool:
         """10000 / 401 / 403: out for the cool-down; the operator must fix the token."""
         account.out_until = self.clock() + self.cooldown
         account.out_reason = "token"
+        self._tell(account)
         log.error("Cloudflare refused the API token of account #%d (%s); skipped for %d s. "
                   "Check its token and Workers AI permission.", account.position,
                   account.account_id, self.cooldown)

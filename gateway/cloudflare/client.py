@@ -47,9 +47,10 @@ class Answer:
 class UpstreamClient:
     """Calls `/ai/run/{model}` and `/ai/models/search` on the configured Cloudflare API."""
 
-    def __init__(self, config):
+    def __init__(self, config, store=None):
         self.base = config["CLOUDFLARE_API_BASE"].rstrip("/")
-        self.pool = AccountPool(config["CLOUDFLARE_ACCOUNTS"], config["ACCOUNT_COOLDOWN"])
+        self.pool = AccountPool(config["CLOUDFLARE_ACCOUNTS"], config["ACCOUNT_COOLDOWN"],
+                                store=store)
         self.timeout = urllib3.Timeout(connect=config["UPSTREAM_CONNECT_TIMEOUT"],
                                        read=config["UPSTREAM_READ_TIMEOUT"])
         self.verify = config["UPSTREAM_CA_BUNDLE"] or True

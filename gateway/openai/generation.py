@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 
 import gevent
-from flask import Response, current_app, request, stream_with_context
+from flask import Response, current_app, g, request, stream_with_context
 from gevent import monkey
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -42,6 +42,8 @@ def parse_body():
     """The request body as a JSON object, whatever Content-Type the client claimed."""
     if request.mimetype == "multipart/form-data":
         raise InvalidRequestError("The request body must be JSON, not multipart form data.")
+    if g.get("json_body") is not None:
+        return g.json_body  # parsed already by the per-key check (gateway.state.guard)
     raw = read_body()
     if not raw.strip():
         raise InvalidRequestError("The request body is empty; send a JSON object.")
@@ -58,6 +60,14 @@ def parse_body():
 
 
 def read_body():
+    """The raw body, read once per request: the per-key check and the route share it."""
+    raw = g.get("raw_body")
+    if raw is None:
+        raw = g.raw_body = _read_body()
+    return raw
+
+
+def _read_body():
     """The raw body; 413 above the limit also for chunked bodies, which carry no length.
 
     The limit is MAX_CONTENT_LENGTH unless the route set its own on

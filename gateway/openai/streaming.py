@@ -188,6 +188,7 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
         yield _error_event(translator, UpstreamError(
             "The gateway failed while relaying the stream.", code="internal_error"), stats)
     finally:
+        stats.streamed_tokens = translator.tokens_seen
         metrics.OPEN_STREAMS.dec()
         _release(body, response, translator.upstream_finished)
 

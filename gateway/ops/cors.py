@@ -15,6 +15,8 @@ import re
 
 from flask_cors import CORS
 
+from gateway.state.limits import RATE_LIMIT_HEADERS
+
 API_ROUTES = r"/v1/.*"
 _ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<wild>\*\.)?"
                      r"(?P<host>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
@@ -49,4 +51,4 @@ def init_app(app):
     CORS(app, resources={API_ROUTES: {"origins": origin_patterns(app.config["CORS_ORIGINS"])}},
          methods=["GET", "POST", "DELETE", "OPTIONS"],
          allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-         expose_headers=["X-Request-ID"], max_age=600)
+         expose_headers=["X-Request-ID", "Retry-After", *RATE_LIMIT_HEADERS], max_age=600)

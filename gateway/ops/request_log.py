@@ -4,7 +4,7 @@ For a stream "done" means the last byte went out (or the client left), so the li
 is written from the response's close callback, with the figures the relay filled in
 on the way: time to first byte and first token, tokens, upstream status, Cloudflare
 error code, and which account served it (its position in the pool, never its id).
-Keys appear only as a short hash label; prompts are never logged.
+Keys appear only as a short hash label and a stored key's name; prompts are never logged.
 """
 import logging
 import re
@@ -41,6 +41,9 @@ class RequestStats:
     # The model as a metrics label: set only once the model passed the allow-list, so that
     # clients cannot grow the label set with made-up names. Not logged.
     model_label: str = ""
+    # Content chunks a stream relayed: what a stream cut short is charged when Cloudflare's
+    # usage never came (gateway.state.guard). Not logged.
+    streamed_tokens: int = 0
 
     def elapsed_ms(self):
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -144,15 +147,22 @@ def finish_request(response):
     stats = g.get("stats") or RequestStats(started=time.perf_counter())
     base = {"request_id": g.get("request_id"), "method": request.method, "path": request.path,
             "status": response.status_code, "client": request.remote_addr,
-            "key": g.get("key_label")}
+            "key": g.get("key_label"), "key_name": _key_name()}
     response.call_on_close(lambda: _write(base, stats))
     return response
+
+
+def _key_name():
+    """The stored key's name (API_KEYS keys: "(api_keys)"); never the key."""
+    principal = g.get("principal")
+    return principal.metrics_name if principal is not None else None
 
 
 def _write(base, stats):
     fields = {**base, "duration_ms": stats.elapsed_ms(), **vars(stats)}
     del fields["started"]
     model_label = fields.pop("model_label")
+    del fields["streamed_tokens"]
     if not stats.stream:
         fields.pop("ttfb_ms")
         fields.pop("ttft_ms")

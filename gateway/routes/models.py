@@ -1,7 +1,11 @@
-"""GET /v1/models and GET /v1/models/{id} (ids contain slashes: `@cf/meta/...`)."""
-from flask import Blueprint, current_app
+"""GET /v1/models and GET /v1/models/{id} (ids contain slashes: `@cf/meta/...`).
 
-from gateway.cloudflare.catalogue import TEXT_GENERATION
+A stored key with model patterns sees only the models (and aliases) they allow, as OpenAI
+shows a project only its models.
+"""
+from flask import Blueprint, current_app, g
+
+from gateway.cloudflare.catalogue import TEXT_GENERATION, model_not_found
 from gateway.jsonio import json_response
 
 bp = Blueprint("models", __name__)
@@ -9,8 +13,11 @@ bp = Blueprint("models", __name__)
 
 @bp.get("/models")
 def list_models():
-    """The models of every task this gateway serves, then the aliases."""
-    entries = current_app.extensions["catalogue"].entries()
+    """The models of every task this gateway serves, then the aliases (a stored key: its own)."""
+    principal = g.get("principal")
+    entries = [entry for entry in current_app.extensions["catalogue"].entries()
+               if principal is None
+               or principal.allows(entry["id"], entry["metadata"].get("alias_of"))]
     return json_response({"object": "list", "data": entries})
 
 
@@ -20,6 +27,11 @@ def retrieve_model(model_id):
 
     A chat model's entry also says what its schema lets it do (for an alias: its model's).
     """
+    principal = g.get("principal")
+    catalogue = current_app.extensions["catalogue"]
+    if principal is not None and not principal.allows(model_id,
+                                                      catalogue.aliases.target(model_id)):
+        raise model_not_found(model_id)
     entry = current_app.extensions["catalogue"].entry(model_id)
     if entry["metadata"]["task"] in (TEXT_GENERATION, None):
         model = entry["metadata"].get("alias_of") or model_id

@@ -59,6 +59,18 @@ def new_record(fields, now=None):
     return secret, record
 
 
+class NameTaken(Exception):
+    """Another key already has this name."""
+
+
+def create_key(store, fields, now=None):
+    """Make and store a key from validated fields: (secret, record). NameTaken when taken."""
+    secret, record = new_record(fields, now)
+    if not store.add_key(record):
+        raise NameTaken(record["name"])
+    return secret, record
+
+
 def public(record):
     """A record as clients of the admin API and CLI see it: no hash, nothing secret."""
     return {"object": "key", "name": record["name"], "models": record.get("models") or [],

@@ -16,6 +16,8 @@ import math
 from gateway.errors import QuotaExceededError, RateLimitError
 from gateway.state.store import WINDOW
 
+RATE_LIMIT_HEADERS = tuple(f"x-ratelimit-{what}-{unit}" for unit in ("requests", "tokens")
+                           for what in ("limit", "remaining", "reset"))
 MAX_TOKEN_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 TEXT_FIELDS = ("messages", "prompt", "input", "instructions", "system", "content", "text")
 WHAT = {"requests": "requests per minute (rpm)", "tokens": "tokens per minute (tpm)",

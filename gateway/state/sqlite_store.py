@@ -174,8 +174,8 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM open_requests WHERE key = ? AND ticket = ?", (key, ticket.id))
             db.execute("INSERT INTO daily VALUES (?, ?, ?) ON CONFLICT (key, date) DO UPDATE "
                        "SET tokens = tokens + excluded.tokens", (key, ticket.date, total))
-            db.execute("INSERT INTO usage VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (name, date, model) "
-                       "DO UPDATE SET requests = requests + 1, "
+            db.execute("INSERT INTO usage VALUES (?, ?, ?, 1, ?, ?) "
+                       "ON CONFLICT (name, date, model) DO UPDATE SET requests = requests + 1, "
                        "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
                        "completion_tokens = completion_tokens + excluded.completion_tokens",
                        (ticket.name, ticket.date, model, prompt_tokens, completion_tokens))

@@ -110,6 +110,12 @@ def decide(limits, estimate, requests, tokens, open_requests, daily_tokens):
     return None
 
 
+def since(days, now=None):
+    """The first UTC date ("YYYY-MM-DD") of the last `days` days, today included."""
+    return time.strftime("%Y-%m-%d", time.gmtime((time.time() if now is None else now)
+                                                 - (days - 1) * 86400))
+
+
 def guarded(method):
     """Turn a backend failure into StoreUnavailable and skip the store while it is down."""
     @functools.wraps(method)
