@@ -76,6 +76,7 @@ class Scenario:
     quick: float           # the same for --quick
     max_requests: int      # request budget per round
     gap_ms: int = 20       # streams: first token after 50 ms, then one per gap_ms
+    limited: bool = False  # through the gateway with a stored key that has every limit set
 
     def load_args(self, duration):
         args = ["--clients", str(self.clients), "--duration", str(duration),
@@ -92,9 +93,13 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("ns1", "non-stream, 1 client", False, 1, 10, 3, 200_000),
+    # The same with a stored key whose limits (rpm, tpm, max_parallel, daily budget) are set
+    # too high to trip: what the per-key check and the settlement cost, next to API_KEYS.
+    Scenario("ns1k", "non-stream, 1 client, limited key", False, 1, 10, 3, 200_000, limited=True),
     Scenario("ns50", "non-stream, 50 clients", False, 50, 10, 3, 500_000),
     Scenario("s1", "stream, 1 client", True, 1, 20, 4, 2_000),
     Scenario("s50", "stream, 50 clients", True, 50, 12, 4, 20_000),
+    Scenario("s50k", "stream, 50 clients, limited key", True, 50, 12, 4, 20_000, limited=True),
     Scenario("s500", "stream, 500 clients", True, 500, 15, 4, 50_000),
     Scenario("s2000", "stream, 2,000 clients", True, 2000, 15, 5, 100_000),
     # Memory at 2,000 streams really open at once: the same streams, one token per 200 ms
@@ -210,6 +215,26 @@ def start_fake(python, log_dir):
     return process, port
 
 
+def state_url(log_dir, name="gateway"):
+    """The gateway's state store: a file in the results folder, never the checkout's state/."""
+    return f"sqlite:///{log_dir / f'state-{name}.db'}"
+
+
+def create_limited_key(python, log_dir, root=ROOT, name="gateway"):
+    """A stored key with every limit set, too high to trip (the `limited` scenarios use it)."""
+    env = {k: v for k, v in os.environ.items() if k not in GATEWAY_SETTINGS}
+    env["STATE_URL"] = state_url(log_dir, name)
+    flask = Path(python).with_name("flask")
+    made = subprocess.run(
+        [str(flask), "--app", "app", "keys", "create", "--name", "bench-limited",
+         "--rpm", "1000000000", "--tpm", "1000000000000", "--max-parallel", "1000000",
+         "--daily-tokens", "1000000000000000"], cwd=root, env=env, capture_output=True,
+        text=True, timeout=60)
+    if made.returncode != 0:
+        raise SystemExit(f"could not create the limited key:\n{made.stdout}{made.stderr}")
+    return made.stdout.strip().splitlines()[-1]
+
+
 def start_gateway(python, fake_port, workers, log_dir, extra_env, log_name=None, root=ROOT,
                   name="gateway"):
     """The gateway of the source tree `root` (the base's with --base), as `name`."""
@@ -231,6 +256,7 @@ def start_gateway(python, fake_port, workers, log_dir, extra_env, log_name=None,
         # A worker may get most of the 2,000 streams: one upstream connection each.
         "UPSTREAM_POOL_SIZE": "2000",
         "PYTHONUNBUFFERED": "1",
+        "STATE_URL": state_url(log_dir, name),
         # Where the workers' Prometheus files go (gunicorn.conf.py empties it at start).
         "PROMETHEUS_MULTIPROC_DIR": str(log_dir / f"prometheus{own}"),
         # gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl),
@@ -371,6 +397,8 @@ def profile_workers(workers, duration, out_dir, label, native=False):
 def one_round(ctx, scenario, target, duration, round_no, seed_base):
     """One load-generator run against `target` ("direct", "gateway" or, with --base, "base")."""
     port = ctx["fake_port"] if target == "direct" else ctx[f"{target}_port"]
+    # Only the current gateway knows stored keys (a --base build may predate them).
+    key = ctx["limited_key"] if scenario.limited and target == "gateway" else common.API_KEY
     out_path = ctx["out_dir"] / f"raw-{scenario.key}-{target}-{round_no}.json"
     args = scenario.load_args(duration) + ["--seed-base", str(seed_base)]
     hard = duration + 120 + 30
@@ -379,7 +407,7 @@ def one_round(ctx, scenario, target, duration, round_no, seed_base):
     if target == "direct":
         fake_cpu0 = cpu_seconds([ctx["fake"].pid])
         busy0 = machine_busy_seconds()
-        result = wait_load(run_load(ctx["python"], f"http://127.0.0.1:{port}", common.API_KEY,
+        result = wait_load(run_load(ctx["python"], f"http://127.0.0.1:{port}", key,
                                     args, out_path, hard), out_path, hard)
         result["fake_cpu"] = cpu_seconds([ctx["fake"].pid]) - fake_cpu0
         result["other_cpu"] = machine_busy_seconds() - busy0 - result["fake_cpu"] - result["cpu"]
@@ -400,8 +428,7 @@ def one_round(ctx, scenario, target, duration, round_no, seed_base):
     fake_cpu0 = cpu_seconds([ctx["fake"].pid])
     busy0 = machine_busy_seconds()
     sampler.start()
-    process = run_load(ctx["python"], f"http://127.0.0.1:{port}", common.API_KEY, args,
-                       out_path, hard)
+    process = run_load(ctx["python"], f"http://127.0.0.1:{port}", key, args, out_path, hard)
     try:
         result = wait_load(process, out_path, hard)
     finally:
@@ -571,6 +598,11 @@ def targets(summary):
     if (s := get("ns1")) and s["gateway"]["latency"]["p50"] is not None:
         added = s["gateway"]["latency"]["p50"] - s["direct"]["latency"]["p50"]
         check("non-stream, 1 client", "≤ 1.0 ms added to p50", f"{added:+.2f} ms", added <= 1.0)
+    if ((s := get("ns1k")) and (u := get("ns1")) and s["gateway"]["latency"]["p50"] is not None
+            and u["gateway"]["latency"]["p50"] is not None):
+        added = s["gateway"]["latency"]["p50"] - u["gateway"]["latency"]["p50"]
+        check("limited key, non-stream, 1 client", "per-key check ≤ 0.3 ms added to p50 "
+              "(vs API_KEYS)", f"{added:+.2f} ms", added <= 0.3)
     if (s := get("ns50")) and s["gateway"]["latency"]["p99"] is not None:
         rps, p99 = s["gateway"]["throughput"], s["gateway"]["latency"]["p99"]
         check("non-stream, 50 clients", "≥ 2,000 req/s", f"{rps:.0f} req/s", rps >= 2000)
@@ -749,9 +781,11 @@ def main(argv=None):
         if args.base else None
     try:
         fake, fake_port = start_fake(python, out_dir)
+        limited_key = create_limited_key(python, out_dir)
         gateway, gateway_port = start_gateway(python, fake_port, args.workers, out_dir,
                                               current_env)
         ctx = {"python": python, "fake": fake, "fake_port": fake_port, "gateway": gateway,
+               "limited_key": limited_key,
                "gateway_port": gateway_port, "gateway_python": python, "gateway_root": ROOT,
                "gateway_env": current_env, "base_env": extra_env,
                "out_dir": out_dir,

@@ -335,3 +335,22 @@ def test_model_patterns_cover_aliases(store_url, cloudflare, patterns):
     listed = client.get("/v1/models", headers={"Authorization": f"Bearer {secret}"})
     ids = {m["id"] for m in listed.get_json()["data"]}
     assert "gpt-4o-mini" in ids and "gemma" not in ids and GEMMA not in ids
+
+
+@pytest.mark.parametrize("path, body", [
+    pytest.param(CHAT, {"messages": [{"role": "user", "content": "Hello"}]}, id="chat"),
+    pytest.param("/v1/completions", {"prompt": "Hello"}, id="completions"),
+    pytest.param("/v1/responses", {"input": "Hello"}, id="responses"),
+])
+def test_every_model_route_gets_the_key_check(client, admin, cloudflare, path, body):
+    """The check is one hook on every POST /v1 route: new routes are covered by default."""
+    secret = admin.create(name="one-a-minute", rpm=1, models=["@cf/meta/*"])["key"]
+    auth = {"Authorization": f"Bearer {secret}"}
+    refused = client.post(path, json={"model": GEMMA, **body}, headers=auth)
+    assert refused.status_code == 404 and refused.get_json()["error"]["code"] == "model_not_found"
+    first = client.post(path, json={"model": MODEL, **body}, headers=auth)
+    assert first.status_code == 200, first.get_data(as_text=True)
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    second = client.post(path, json={"model": MODEL, **body}, headers=auth)
+    assert second.status_code == 429 and second.headers["Retry-After"]
+    assert [c.request.method for c in cloudflare.calls].count("POST") == 1
