@@ -137,6 +137,33 @@ def test_each_model_gets_the_audio_its_way(client, fake, model, sent):
     assert sent(run_requests(fake)[0])
 
 
+@pytest.mark.parametrize("filename, content_type", [
+    pytest.param("upload", "application/octet-stream", id="bytes-from-the-sdk"),
+    pytest.param("blob", "", id="browser-blob"),
+])
+def test_raw_bytes_model_gets_the_sniffed_audio_type_when_the_upload_names_none(
+        client, fake, filename, content_type):
+    """The SDKs send bytes (`file=data`) as application/octet-stream with no extension; a
+    model that takes raw bytes needs the audio MIME type, so it is read off the file itself."""
+    rv = transcribe(client, model=NOVA, filename=filename, content_type=content_type)
+    assert rv.status_code == 200, rv.get_data(as_text=True)
+    assert run_requests(fake)[0].headers["Content-Type"] == "audio/wav"
+
+
+@pytest.mark.parametrize("head, expected", [
+    pytest.param(b"RIFF\x24\x00\x00\x00WAVEfmt ", "audio/wav", id="wav"),
+    pytest.param(b"ID3\x04\x00\x00\x00\x00\x00\x00\x00\x00", "audio/mpeg", id="mp3-id3"),
+    pytest.param(b"\xff\xfb\x90\x00" + bytes(8), "audio/mpeg", id="mp3-frame"),
+    pytest.param(b"OggS\x00\x02" + bytes(6), "audio/ogg", id="ogg"),
+    pytest.param(b"fLaC\x00\x00\x00\x22" + bytes(4), "audio/flac", id="flac"),
+    pytest.param(b"\x00\x00\x00\x20ftypM4A ", "audio/mp4", id="m4a"),
+    pytest.param(b"\x1a\x45\xdf\xa3" + bytes(8), "audio/webm", id="webm"),
+    pytest.param(b"hello world!", None, id="not-audio"),
+])
+def test_audio_type_is_sniffed_from_the_first_bytes(head, expected):
+    assert transcripts.sniff_audio_type(head) == expected
+
+
 def test_verbose_json_has_segments_and_words_where_the_model_gives_them(client):
     rv = transcribe(client, model="whisper-1", response_format="verbose_json",
                     **{"timestamp_granularities[]": "word"})

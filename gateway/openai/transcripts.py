@@ -70,6 +70,27 @@ def upstream_request(audio, content_type, form, model, schema, translate=False):
     return payload, None
 
 
+# The container signatures of the formats OpenAI's transcription route takes (flac, mp3, mp4,
+# m4a, ogg, wav, webm), from each format's specification of its first bytes.
+_SIGNATURES = ((b"fLaC", "audio/flac"), (b"OggS", "audio/ogg"), (b"ID3", "audio/mpeg"),
+               (b"\x1a\x45\xdf\xa3", "audio/webm"))
+
+
+def sniff_audio_type(audio):
+    """The audio MIME type read off the file's first bytes, else None.
+
+    OpenAI's SDKs send bytes given without a file name as `application/octet-stream`, and a
+    browser blob has no extension; a model that takes the raw bytes (nova-3) needs the type.
+    """
+    if audio[:4] == b"RIFF" and audio[8:12] == b"WAVE":
+        return "audio/wav"
+    if audio[4:8] == b"ftyp":
+        return "audio/mp4"
+    if len(audio) > 1 and audio[0] == 0xFF and audio[1] & 0xE0 == 0xE0:  # an MPEG frame sync
+        return "audio/mpeg"
+    return next((kind for magic, kind in _SIGNATURES if audio.startswith(magic)), None)
+
+
 def wav_seconds(audio):
     """The length of a WAV upload, else None (for models that do not say)."""
     try:

@@ -93,7 +93,8 @@ def _read_upload():
     if not audio:
         raise InvalidRequestError("'file' is empty.", param="file")
     content_type = upload.mimetype if upload.mimetype.startswith("audio/") else \
-        mimetypes.guess_type(upload.filename or "")[0] or "application/octet-stream"
+        mimetypes.guess_type(upload.filename or "")[0] or transcripts.sniff_audio_type(audio) \
+        or "application/octet-stream"
     form = {key: fields.get(key) for key in fields if not key.startswith("timestamp_granularities")}
     granularities = fields.getlist("timestamp_granularities[]") + fields.getlist(
         "timestamp_granularities")
