@@ -5,6 +5,7 @@ Cloudflare is mocked with `responses`; the store is a temp SQLite file or the re
 the session fixture runs. The gunicorn-level checks (exactness across workers and hosts,
 the pool, Redis killed mid-run) are in test_keys_e2e.py.
 """
+import io
 import time
 
 import pytest
@@ -354,3 +355,24 @@ def test_every_model_route_gets_the_key_check(client, admin, cloudflare, path, b
     second = client.post(path, json={"model": MODEL, **body}, headers=auth)
     assert second.status_code == 429 and second.headers["Retry-After"]
     assert [c.request.method for c in cloudflare.calls].count("POST") == 1
+
+
+def test_upload_over_the_audio_limit_is_the_routes_413_for_a_stored_key(store_url, cloudflare):
+    """The key check reads the model of a multipart upload with the route's own reader: above
+    AUDIO_MAX_BYTES a stored key gets the same 413 naming `file` as an API_KEYS key (it got
+    werkzeug's bare 413 with no param), and nothing goes upstream."""
+    class Config(TestConfig):
+        STATE_URL = store_url
+        ADMIN_TOKEN = ADMIN
+        AUDIO_MAX_BYTES = 4096
+    client = create_app(Config).test_client()
+    rv = client.post("/admin/keys", json={"name": "uploader", "rpm": 100},
+                     headers={"Authorization": f"Bearer {ADMIN}"})
+    for key in (rv.get_json()["key"], KEY):
+        upload = {"model": "@cf/openai/whisper", "file": (io.BytesIO(b"\0" * 8192), "a.wav")}
+        rv = client.post("/v1/audio/transcriptions", data=upload, content_type="multipart/form-data",
+                         headers={"Authorization": f"Bearer {key}"})
+        assert rv.status_code == 413, rv.get_data(as_text=True)
+        assert rv.get_json()["error"]["param"] == "file"
+        validate_error(rv.get_json())
+    assert [c.request.method for c in cloudflare.calls].count("POST") == 0

@@ -2,7 +2,7 @@
 import io
 import mimetypes
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
@@ -85,7 +85,7 @@ def _read_upload():
     if request.mimetype != "multipart/form-data":
         raise InvalidRequestError("Send the audio as multipart/form-data with a 'file' field.",
                                   param="file")
-    fields, files = _form()
+    fields, files = upload_form()
     upload = files.get("file")
     if upload is None:
         raise InvalidRequestError("'file' is required: the audio to transcribe.", param="file")
@@ -103,12 +103,17 @@ def _read_upload():
     return form, audio, content_type
 
 
-def _form():
-    """(fields, files) of the multipart body, read by the shared body reader under
-    AUDIO_MAX_BYTES (413 naming `file` above it) and parsed from memory; a form another
-    hook parsed already is used as it is."""
-    if "form" in request.__dict__:  # werkzeug's cached parse
-        return request.form, request.files
+def upload_form():
+    """(fields, files) of the multipart upload, read by the shared body reader under
+    AUDIO_MAX_BYTES (413 naming `file` above it) and parsed from memory once per request:
+    the per-key check (gateway.state.guard) reads its `model` before the route runs."""
+    parsed = g.get("upload_form")
+    if parsed is None:
+        parsed = g.upload_form = _parse_form()
+    return parsed
+
+
+def _parse_form():
     limit = request.max_content_length
     try:
         raw = read_body()

@@ -20,6 +20,7 @@ from gateway import jsonio
 from gateway.cloudflare.catalogue import model_not_found
 from gateway.errors import AuthenticationError, ServiceUnavailableError
 from gateway.ops import metrics
+from gateway.routes.audio import UPLOADS, upload_form
 from gateway.state import limits
 from gateway.state.store import StoreUnavailable, Ticket
 
@@ -43,8 +44,10 @@ def revoked():
 def _body():
     """(model, parsed JSON body or None) of the request, read once for the route too."""
     if request.mimetype == "multipart/form-data":
-        model = request.form.get("model")
-        return model, {k: v for k, v in request.form.items()}
+        if request.endpoint not in UPLOADS:  # the JSON routes refuse a form themselves
+            return None, None
+        fields, _ = upload_form()  # under AUDIO_MAX_BYTES, read once for the route too
+        return fields.get("model"), dict(fields.items())
     from gateway.openai.generation import read_body
     try:
         body = jsonio.loads(read_body())
