@@ -287,3 +287,25 @@ def test_voice_error_lists_the_voices(client):
 
 def test_speed_1_is_accepted_everywhere(client):
     assert speak(client, model=MELO, speed=1).status_code == 200
+
+
+def test_stored_key_uploads_under_the_audio_limit_and_its_model_patterns(fake, tmp_path):
+    """The per-key check reads the form before the route: it too reads under AUDIO_MAX_BYTES."""
+    fake.reset()
+    admin_token = "admin-token-audio-test"
+    client = media_client(fake, STATE_URL=f"sqlite:///{tmp_path}/state.db",
+                          ADMIN_TOKEN=admin_token, MAX_CONTENT_LENGTH=100_000,
+                          AUDIO_MAX_BYTES=2_000_000)
+    rv = client.post("/admin/keys", headers={"Authorization": f"Bearer {admin_token}"},
+                     json={"name": "dictation", "models": ["@cf/openai/*"]})
+    assert rv.status_code == 201, rv.get_data(as_text=True)
+    key = {"Authorization": f"Bearer {rv.get_json()['key']}"}
+    audio = tone(seconds=15)  # 480 kB: over MAX_CONTENT_LENGTH, under AUDIO_MAX_BYTES
+    rv = client.post("/v1/audio/transcriptions", headers=key, content_type="multipart/form-data",
+                     data={"model": TURBO, "file": (io.BytesIO(audio), "tone.wav", "audio/wav")})
+    assert rv.status_code == 200, rv.get_data(as_text=True)
+    assert rv.get_json()["text"] == "Heard 15.00 seconds of audio."
+    rv = client.post("/v1/audio/transcriptions", headers=key, content_type="multipart/form-data",
+                     data={"model": NOVA, "file": (io.BytesIO(audio), "tone.wav", "audio/wav")})
+    assert rv.status_code == 404
+    assert len(run_requests(fake)) == 1
