@@ -56,3 +56,24 @@ def test_cors_origins_that_are_not_origins_stop_the_start_up(value):
 
 def test_cors_star_allows_any_origin():
     assert origin_patterns(["*"]) == "*"
+
+
+SDK_HEADERS = ("authorization, content-type, openai-organization, openai-project, x-request-id, "
+               "x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, "
+               "x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, "
+               "x-stainless-timeout")
+
+
+@pytest.mark.parametrize("config_class", [Listed])
+def test_preflight_allows_the_headers_openai_sdks_send_from_a_browser(client):
+    """OpenAI's JavaScript SDK in a browser sends X-Stainless-* and OpenAI-* headers: a
+    preflight that leaves any out makes the browser refuse the call."""
+    rv = client.options("/v1/responses", headers={
+        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": SDK_HEADERS})
+    allowed = {h.strip().lower() for h in rv.headers["Access-Control-Allow-Headers"].split(",")}
+    assert allowed == {h.strip() for h in SDK_HEADERS.split(",")}
+    rv = client.options("/v1/responses", headers={
+        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, x-not-ours, x-stainless-os-evil!"})
+    assert rv.headers["Access-Control-Allow-Headers"].lower() == "authorization"

@@ -39,7 +39,11 @@ window.streamChat = async (gateway, key, model, prompt) => {
   try {
     const response = await fetch(gateway + "/v1/chat/completions", {
       method: "POST",
-      headers: {"Authorization": "Bearer " + key, "Content-Type": "application/json"},
+      // the headers OpenAI's JavaScript SDK adds in a browser (dangerouslyAllowBrowser)
+      headers: {"Authorization": "Bearer " + key, "Content-Type": "application/json",
+                "X-Stainless-Lang": "js", "X-Stainless-OS": "Unknown",
+                "X-Stainless-Retry-Count": "0", "X-Stainless-Timeout": "600",
+                "OpenAI-Organization": "org-1", "OpenAI-Project": "proj-1"},
       body: JSON.stringify({model, stream: true, messages: [{role: "user", content: prompt}]}),
     });
     result.status = response.status;

@@ -46,9 +46,18 @@ def origin_patterns(origins):
     return patterns
 
 
+# Request headers a page may send: ours, plus what OpenAI's JavaScript SDK adds in a browser
+# (X-Stainless-Lang/-OS/-Retry-Count/..., OpenAI-Organization/-Project/-Beta); a preflight
+# that leaves one out makes the browser refuse the call. Compiled patterns are matched
+# from the start by flask-cors, so each one is anchored at the end.
+ALLOW_HEADERS = ["Authorization", "Content-Type", "X-Request-ID",
+                 re.compile(r"x-stainless-[a-z0-9-]+\Z", re.IGNORECASE),
+                 re.compile(r"openai-(?:organization|project|beta)\Z", re.IGNORECASE)]
+
+
 def init_app(app):
     """CORS headers on the /v1 routes for the configured origins; none elsewhere."""
     CORS(app, resources={API_ROUTES: {"origins": origin_patterns(app.config["CORS_ORIGINS"])}},
          methods=["GET", "POST", "DELETE", "OPTIONS"],
-         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+         allow_headers=ALLOW_HEADERS,
          expose_headers=["X-Request-ID", "Retry-After", *RATE_LIMIT_HEADERS], max_age=600)
