@@ -6,6 +6,7 @@ requests show exactly what went upstream (or that nothing did), in the real wire
 from config import Config
 from gateway import create_app
 from tests.fake_workers_ai import FakeWorkersAI
+from tests.openai_spec import validate_error
 
 KEY = "sk-media-unit-key"
 ACCOUNT, TOKEN = "acct-media", "cf-media-token-5f1a"
@@ -30,6 +31,14 @@ def media_client(fake, **settings):
 def run_requests(fake):
     """The /ai/run calls the fake received."""
     return [r for r in fake.requests if "/ai/run/" in r.path]
+
+
+def assert_refused(rv, fake, param):
+    """A 400 in OpenAI's error envelope naming `param`, and nothing sent to Workers AI."""
+    assert rv.status_code == 400, rv.get_data(as_text=True)
+    validate_error(rv.get_json())
+    assert rv.get_json()["error"]["param"] == param
+    assert run_requests(fake) == []
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}

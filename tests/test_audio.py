@@ -12,7 +12,7 @@ import wave
 import pytest
 
 from gateway.openai import speech, subtitles, transcripts
-from tests.media_gateway import AUTH, media_client, run_requests, start_fake
+from tests.media_gateway import assert_refused, AUTH, media_client, run_requests, start_fake
 from tests.openai_spec import validate, validate_error
 
 WHISPER = "@cf/openai/whisper"
@@ -205,10 +205,7 @@ def test_bad_upload_is_400_naming_the_parameter_with_nothing_upstream(client, fa
                                                                       param):
     file = fields.pop("file", WAV)
     rv = transcribe(client, path=path or "/v1/audio/transcriptions", file=file, **fields)
-    assert rv.status_code == 400, rv.get_data(as_text=True)
-    validate_error(rv.get_json())
-    assert rv.get_json()["error"]["param"] == param
-    assert run_requests(fake) == []
+    assert_refused(rv, fake, param)
 
 
 def test_upload_over_audio_limit_is_413_and_json_routes_keep_1_mib(client, fake):
@@ -274,10 +271,7 @@ def test_speech_sends_speaker_and_encoding(client, fake):
 ])
 def test_bad_speech_is_400_naming_the_parameter_with_nothing_upstream(client, fake, body, param):
     rv = speak(client, **body)
-    assert rv.status_code == 400, rv.get_data(as_text=True)
-    validate_error(rv.get_json())
-    assert rv.get_json()["error"]["param"] == param
-    assert run_requests(fake) == []
+    assert_refused(rv, fake, param)
 
 
 def test_voice_error_lists_the_voices(client):

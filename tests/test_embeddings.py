@@ -11,7 +11,7 @@ import pytest
 from gateway.openai import embeddings
 from tests.conftest import load_data
 from tests.fake_media import vector_for
-from tests.media_gateway import AUTH, media_client, run_requests, start_fake
+from tests.media_gateway import assert_refused, AUTH, media_client, run_requests, start_fake
 from tests.openai_spec import validate, validate_error
 
 BGE = "@cf/baai/bge-base-en-v1.5"
@@ -158,10 +158,7 @@ def bad(param, **body):
 ])
 def test_bad_input_is_400_naming_the_parameter_with_nothing_upstream(client, fake, body, param):
     rv = embed(client, **body)
-    assert rv.status_code == 400, rv.get_data(as_text=True)
-    validate_error(rv.get_json())
-    assert rv.get_json()["error"]["param"] == param
-    assert run_requests(fake) == []
+    assert_refused(rv, fake, param)
 
 
 def test_unknown_model_is_404(client, fake):
