@@ -369,3 +369,28 @@ def test_stream_open_at_shutdown_ends_with_one_server_shutting_down_event():
     assert len([c for c in chunks if "error" in c]) == 1
     validate_error(chunks[-1])
     assert stats.error == "server_shutting_down" and response.closed
+
+
+CUT = [b'data: {"response":"a"}\n\ndata: {"response":"b"}\n\n',
+       b'data: {"response":"c"}\n\ndata: {"response":"","usage":{"prompt_tokens":9,'
+       b'"completion_tokens":61,"total_tokens":70}}\n\ndata: [DONE]\n\n']
+
+
+@pytest.mark.parametrize("taken, streamed, complete, reported", [
+    pytest.param(2, 0, False, None, id="first-content-write-failed"),
+    pytest.param(3, 2, False, None, id="second-content-write-failed"),
+    pytest.param(4, 3, False, 61, id="last-event-write-failed"),
+    pytest.param(None, 3, True, 61, id="read-to-the-end"),
+])
+def test_stats_count_what_the_client_was_written(taken, streamed, complete, reported):
+    """The server takes an item, writes it, then asks for the next; a write that fails
+    (the client left) closes the relay at that item, which must not count as relayed."""
+    from gateway.ops.request_log import RequestStats
+    stats = RequestStats()
+    stream = relay(FakeResponse(list(CUT)), translator(), stats=stats)
+    items = [next(stream) for _ in range(taken)] if taken else list(stream)
+    stream.close()
+    assert len(items) == (taken or 4)
+    assert stats.streamed_tokens == streamed
+    assert stats.stream_complete is complete
+    assert stats.completion_tokens == reported, "the log shows what Cloudflare reported"

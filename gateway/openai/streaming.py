@@ -10,7 +10,8 @@ about a second a client that went away even when nothing is being written. Any f
 after the first byte, an upstream that ends without `[DONE]` included, becomes exactly
 one `data: {"error": ...}` event, and the upstream connection is always released: back
 to the pool after a complete body, closed otherwise (also when the client goes away
-and the server closes this generator).
+and the server closes this generator). The request's stats count what the client was
+written, event by event, and whether the end went out: what a stored key is charged.
 """
 import logging
 import select
@@ -130,6 +131,7 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
     decoder = SSEDecoder()
     clock = Clock(heartbeat, idle_timeout, max_duration)
     stats = stats or RequestStats(started=time.perf_counter())
+    stats.stream_complete = False
     body = None
     encode = translator.encode  # the chat chunks' framing, or another API's (Responses)
     metrics.OPEN_STREAMS.inc()
@@ -146,6 +148,7 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
                     if stats.ttft_ms is None and translator.tokens_seen:
                         stats.first_token()
                     yield out
+                    stats.streamed_tokens = translator.tokens_seen  # written: the client has it
                 if fault is not None:
                     raise fault
                 if translator.done:
@@ -155,13 +158,17 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
                 yield KEEP_ALIVE
         if not translator.done:
             for payload in decoder.flush():
-                for chunk in translator.feed(payload):
-                    yield encode(chunk)
+                out = b"".join(map(encode, translator.feed(payload)))
+                if out:
+                    yield out
+                    stats.streamed_tokens = translator.tokens_seen
         if not translator.done:
             raise StreamFault(UpstreamError("Workers AI ended the stream without [DONE]."))
         tail = b"".join(map(encode, translator.finish())) + translator.closing
-        stats.usage(translator.usage)
+        stats.usage(translator.usage)  # what Cloudflare generated: the log line and metrics
         yield tail
+        stats.streamed_tokens = translator.tokens_seen
+        stats.stream_complete = True  # the client has it all, usage included
     except ClientGone:
         stats.error = "client_gone"
         log.info("client went away mid-stream")
@@ -188,7 +195,6 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
         yield _error_event(translator, UpstreamError(
             "The gateway failed while relaying the stream.", code="internal_error"), stats)
     finally:
-        stats.streamed_tokens = translator.tokens_seen
         metrics.OPEN_STREAMS.dec()
         _release(body, response, translator.upstream_finished)
 

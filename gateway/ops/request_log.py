@@ -41,9 +41,11 @@ class RequestStats:
     # The model as a metrics label: set only once the model passed the allow-list, so that
     # clients cannot grow the label set with made-up names. Not logged.
     model_label: str = ""
-    # Content chunks a stream relayed: what a stream cut short is charged when Cloudflare's
-    # usage never came (gateway.state.guard). Not logged.
+    # Content chunks a stream wrote to the client, and whether its end (last chunk, usage,
+    # [DONE]) went out too: a stream cut short is charged what it relayed, whatever
+    # Cloudflare reported (gateway.state.guard). None: not a relayed stream. Not logged.
     streamed_tokens: int = 0
+    stream_complete: bool | None = None
 
     def elapsed_ms(self):
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -162,7 +164,7 @@ def _write(base, stats):
     fields = {**base, "duration_ms": stats.elapsed_ms(), **vars(stats)}
     del fields["started"]
     model_label = fields.pop("model_label")
-    del fields["streamed_tokens"]
+    del fields["streamed_tokens"], fields["stream_complete"]
     if not stats.stream:
         fields.pop("ttfb_ms")
         fields.pop("ttft_ms")

@@ -6,7 +6,8 @@ the body (JSON, or a multipart form field), refuses a model the key may not use 
 `model_not_found`), then asks the store to admit the request (one transaction or one
 Redis round trip), refusing it with OpenAI's 429s. An admitted request carries the
 x-ratelimit-* headers and is settled when its response is done, a stream at its last
-byte or when the client left: Cloudflare's usage replaces the estimate.
+byte or when the client left: Cloudflare's usage replaces the estimate (a stream cut short:
+what it relayed, see `settle`).
 
 API_KEYS keys skip all of this, as before. When the store is down a stored key verified
 in the last 60 s is served without limits; one that was not gets 503 (never a 500).
@@ -119,10 +120,18 @@ def settle_on_close(response):
 
 
 def settle(store, ticket, stats, prompt_estimate):
-    """Charge what the request used: Cloudflare's usage, or the part streamed before it ended."""
+    """Charge what the request used: Cloudflare's usage for an answer that reached its end.
+
+    A stream that did not (the client left, a write stalled, the upstream broke) is charged
+    what it relayed: the content chunks written to the client plus the prompt (Cloudflare's
+    count when its usage came, else the estimate), even when Cloudflare had already
+    reported the whole answer: a client of an OpenAI-compatible API pays for what it
+    received. Cloudflare bills the gateway for what it generated; the log line and the
+    metrics show that figure.
+    """
     prompt = getattr(stats, "prompt_tokens", None)
     completion = getattr(stats, "completion_tokens", None)
-    if completion is None:
+    if completion is None or getattr(stats, "stream_complete", None) is False:
         completion = getattr(stats, "streamed_tokens", 0)
     if prompt is None:
         prompt = prompt_estimate if completion else 0

@@ -1,0 +1,90 @@
+"""The per-key check's settlement (gateway/state/guard.py): what a request is charged when it
+ends; a stream the client left is charged what it was relayed, not what Cloudflare generated.
+"""
+import time
+
+import pytest
+import responses
+
+from gateway import create_app
+from gateway.ops.request_log import RequestStats
+from gateway.state import guard
+from gateway.state.keys import create_key
+from gateway.state.store import Limits, Ticket, since
+from tests.conftest import MODEL, RUN_URL, SEARCH_URL, TestConfig, load_data
+
+CHAT = "/v1/chat/completions"
+STREAM = (b'data: {"response":"a"}\n\ndata: {"response":"b"}\n\ndata: {"response":"c"}\n\n'
+          b'data: {"response":"","usage":{"prompt_tokens":9,"completion_tokens":61,'
+          b'"total_tokens":70}}\n\ndata: [DONE]\n\n')
+
+
+class Recorder:
+    """A store that keeps what `settle` was asked to charge."""
+
+    def __init__(self):
+        self.charged = []
+
+    def settle(self, ticket, prompt_tokens, completion_tokens, model):
+        self.charged.append((prompt_tokens, completion_tokens))
+
+
+def stats(**figures):
+    return RequestStats(**figures)
+
+
+@pytest.mark.parametrize("figures, charged", [
+    pytest.param({}, (0, 0), id="nothing-came-back"),
+    pytest.param({"prompt_tokens": 7, "completion_tokens": 5}, (7, 5), id="json-answer"),
+    pytest.param({"prompt_tokens": 9, "completion_tokens": 61, "streamed_tokens": 61,
+                  "stream_complete": True}, (9, 61), id="stream-read-to-the-end"),
+    pytest.param({"prompt_tokens": 9, "completion_tokens": 61, "streamed_tokens": 4,
+                  "stream_complete": False}, (9, 4), id="left-after-cloudflares-usage-came"),
+    pytest.param({"streamed_tokens": 4, "stream_complete": False}, (30, 4),
+                 id="left-mid-stream"),
+    pytest.param({"stream_complete": False}, (0, 0), id="left-before-any-content"),
+])
+def test_settle_charges_what_the_client_received(figures, charged):
+    store = Recorder()
+    ticket = Ticket(key_hash="h", name="n", limits=Limits(), estimate=300, now=time.time(),
+                    id="t")
+    guard.settle(store, ticket, stats(**figures), prompt_estimate=30)
+    assert store.charged == [charged]
+
+
+@pytest.fixture
+def app(store_url):
+    class Config(TestConfig):
+        STATE_URL = store_url
+    return create_app(Config)
+
+
+@pytest.fixture
+def cloudflare(upstream):
+    upstream.add(responses.GET, SEARCH_URL, json=load_data("cf_models_search_page1.json"))
+    return upstream
+
+
+@pytest.mark.parametrize("taken, charged", [
+    pytest.param(2, (0, 0), id="content-write-failed"),
+    pytest.param(3, (9, 3), id="last-event-write-failed"),
+    pytest.param(None, (9, 61), id="read-to-the-end"),
+])
+def test_a_stream_is_charged_what_it_relayed(app, cloudflare, taken, charged):
+    """The relay writes the role chunk, the content (one upstream read here), then the end
+    with Cloudflare's usage. A client gone when a write fails is charged what it got."""
+    cloudflare.add(responses.POST, RUN_URL + MODEL, body=STREAM,
+                   content_type="text/event-stream")
+    store = app.extensions["state"]
+    secret, _ = create_key(store, {"name": "leaver", "tpm": 100000})
+    rv = app.test_client().post(
+        CHAT, json={"model": MODEL, "stream": True, "max_tokens": 100,
+                    "messages": [{"role": "user", "content": "Hello"}]},
+        headers={"Authorization": f"Bearer {secret}"}, buffered=False)
+    assert rv.status_code == 200
+    items = iter(rv.response)
+    got = [next(items) for _ in range(taken)] if taken else list(items)
+    rv.close()
+    assert len(got) == (taken or 3)
+    [row] = store.usage(since(1), "leaver")
+    assert (row["prompt_tokens"], row["completion_tokens"]) == charged
