@@ -868,6 +868,13 @@ speech_request = SpeechRequest()
 transcription_request = TranscriptionRequest()
 
 
+# A key's limits are compared in Redis' Lua script, whose numbers are doubles: 2^53 - 1 is the
+# largest integer it holds exactly (as do SQLite and a JavaScript client of the admin API);
+# 2^63 did not fit SQLite's INTEGER at all.
+MAX_KEY_LIMIT = 2**53 - 1
+MAX_KEY_LIFETIME = 100 * 365 * 86400  # seconds; a key that should not expire is given no expiry
+
+
 class KeyRequest(Schema):
     """A new client key (POST /admin/keys, `flask keys create`); only `name` is required."""
 
@@ -880,11 +887,14 @@ class KeyRequest(Schema):
     models = fields.List(fields.String(validate=validate.Length(min=1, max=200)),
                          load_default=list, allow_none=True,
                          validate=validate.Length(max=100))
-    rpm = StrictInteger(allow_none=True, validate=validate.Range(min=1))
-    tpm = StrictInteger(allow_none=True, validate=validate.Range(min=1))
-    max_parallel = StrictInteger(allow_none=True, validate=validate.Range(min=1))
-    daily_tokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))
-    expires_in = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    rpm = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=MAX_KEY_LIMIT))
+    tpm = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=MAX_KEY_LIMIT))
+    max_parallel = StrictInteger(allow_none=True,
+                                 validate=validate.Range(min=1, max=MAX_KEY_LIMIT))
+    daily_tokens = StrictInteger(allow_none=True,
+                                 validate=validate.Range(min=1, max=MAX_KEY_LIMIT))
+    expires_in = StrictInteger(allow_none=True,
+                               validate=validate.Range(min=1, max=MAX_KEY_LIFETIME))
 
 
 key_request = KeyRequest()

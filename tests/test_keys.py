@@ -147,12 +147,32 @@ def test_admin_api_round_trip(client, admin, store):
     pytest.param({"name": "x", "models": "@cf/meta/*"}, "models", id="models-not-list"),
     pytest.param({"name": "x", "models": [""]}, "models[0]", id="empty-pattern"),
     pytest.param({"name": "x", "admin": True}, "admin", id="unknown-field"),
+    pytest.param({"name": "x", "daily_tokens": 2**63}, "daily_tokens", id="budget-2^63"),
+    pytest.param({"name": "x", "daily_tokens": 2**53}, "daily_tokens", id="budget-2^53"),
+    pytest.param({"name": "x", "rpm": 2**63}, "rpm", id="rpm-2^63"),
+    pytest.param({"name": "x", "tpm": 2**53}, "tpm", id="tpm-2^53"),
+    pytest.param({"name": "x", "max_parallel": 2**64 - 1}, "max_parallel", id="parallel-2^64"),
+    pytest.param({"name": "x", "expires_in": 2**63}, "expires_in", id="expiry-2^63"),
 ])
-def test_admin_create_refuses_bad_fields(client, body, param):
+def test_admin_create_refuses_bad_fields(client, admin, body, param):
     rv = client.post("/admin/keys", json=body, headers={"Authorization": f"Bearer {ADMIN}"})
     assert rv.status_code == 400
     validate_error(rv.get_json())
     assert rv.get_json()["error"]["param"] == param
+    assert admin.get("/admin/keys").get_json()["data"] == []
+
+
+def test_limits_up_to_2_53_minus_1_are_kept_exactly(client, admin, cloudflare):
+    """The largest limit the stores and Redis' Lua numbers hold exactly works end to end."""
+    top = 2**53 - 1
+    created = admin.create(name="roomy", rpm=top, tpm=top, max_parallel=top, daily_tokens=top,
+                           expires_in=100 * 365 * 86400)
+    assert (created["rpm"], created["daily_tokens"]) == (top, top)
+    rv = chat(client, created["key"])  # estimate: 5 chars / 4 -> 2, + DEFAULT_MAX_TOKENS 256
+    assert rv.status_code == 200
+    assert rv.headers["x-ratelimit-limit-tokens"] == str(top)
+    assert rv.headers["x-ratelimit-remaining-tokens"] == str(top - 258)
+    assert rv.headers["x-ratelimit-remaining-requests"] == str(top - 1)
 
 
 # -- using a stored key -----------------------------------------------------------------------
@@ -313,10 +333,19 @@ def test_cli_round_trip(app, cloudflare):
     pytest.param(["--name", "x", "--expires", "soon"], "--expires", id="bad-expiry"),
     pytest.param(["--name", "bad name"], "--name", id="bad-name"),
     pytest.param([], "--name", id="no-name"),
+    pytest.param(["--name", "x", "--daily-tokens", str(2**63)], "--daily-tokens",
+                 id="budget-2^63"),
+    pytest.param(["--name", "x", "--daily-tokens", str(2**70)], "--daily-tokens",
+                 id="budget-beyond-64-bits"),
+    pytest.param(["--name", "x", "--tpm", str(2**53)], "--tpm", id="tpm-2^53"),
+    pytest.param(["--name", "x", "--max-parallel", str(2**63)], "--max-parallel",
+                 id="parallel-2^63"),
+    pytest.param(["--name", "x", "--expires", str(2**63)], "--expires:", id="expiry-2^63"),
 ])
 def test_cli_refuses_bad_options(app, args, complaint):
     result = app.test_cli_runner().invoke(args=["keys", "create", *args])
-    assert result.exit_code == 2 and complaint in result.output
+    assert result.exit_code == 2 and complaint in result.output, result.output
+    assert "--expires-in" not in result.output, "the option is --expires"
     assert app.extensions["state"].list_keys() == []
 
 

@@ -1,5 +1,8 @@
-"""The per-key check's settlement (gateway/state/guard.py): what a request is charged when it
-ends; a stream the client left is charged what it was relayed, not what Cloudflare generated.
+"""The per-key check's admission and settlement (gateway/state/guard.py, limits.py).
+
+What a request is charged when it ends (a stream the client left is charged what it was
+relayed, not what Cloudflare generated), and admission estimates that stay within what
+both stores hold exactly, whatever `max_tokens` a client sends.
 """
 import time
 
@@ -8,10 +11,11 @@ import responses
 
 from gateway import create_app
 from gateway.ops.request_log import RequestStats
-from gateway.state import guard
+from gateway.state import guard, limits
 from gateway.state.keys import create_key
 from gateway.state.store import Limits, Ticket, since
-from tests.conftest import MODEL, RUN_URL, SEARCH_URL, TestConfig, load_data
+from tests.conftest import MODEL, RUN_URL, SEARCH_URL, TestConfig, cf_ok, load_data
+from tests.openai_spec import validate_error
 
 CHAT = "/v1/chat/completions"
 STREAM = (b'data: {"response":"a"}\n\ndata: {"response":"b"}\n\ndata: {"response":"c"}\n\n'
@@ -88,3 +92,44 @@ def test_a_stream_is_charged_what_it_relayed(app, cloudflare, taken, charged):
     assert len(got) == (taken or 3)
     [row] = store.usage(since(1), "leaver")
     assert (row["prompt_tokens"], row["completion_tokens"]) == charged
+
+
+@pytest.mark.parametrize("max_tokens", [2**53, 2**63, 2**64 - 1],
+                         ids=["2^53", "2^63", "2^64-1"])
+def test_a_huge_max_tokens_keeps_the_limits_and_the_store(app, cloudflare, max_tokens):
+    """The estimate is bounded before it is booked: SQLite refused a 2^63 estimate (a 500)
+    and Redis' Lua script failed on it, which took the store out for every key (served
+    without limits) instead of counting this request."""
+    usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+    cloudflare.add(responses.POST, RUN_URL + MODEL,
+                   json=cf_ok({"response": "hi", "usage": usage}))
+    store = app.extensions["state"]
+    secret, _ = create_key(store, {"name": "greedy", "tpm": 1000})
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {secret}"}
+
+    def chat(**extra):
+        rv = client.post(CHAT, json={"model": MODEL, **extra, "messages": [
+            {"role": "user", "content": "Hello"}]}, headers=auth)
+        rv.get_data()
+        rv.close()
+        return rv
+
+    first = chat(max_tokens=max_tokens)
+    body = first.get_json()
+    if first.status_code != 200:  # Cloudflare's or the route's refusal, never a 500
+        assert first.status_code == 400, body
+        validate_error(body)
+    assert first.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert store.available, "the store was not taken out"
+    second = chat(max_tokens=20)
+    assert second.status_code == 200 and second.headers["x-ratelimit-remaining-tokens"]
+
+
+@pytest.mark.parametrize("body, expected", [
+    pytest.param({"max_tokens": 2**63}, 2**31 - 1, id="max_tokens-2^63"),
+    pytest.param({"max_completion_tokens": 2**70}, 2**31 - 1, id="beyond-64-bits"),
+    pytest.param({"max_tokens": 100, "prompt": "x" * 400}, 200, id="ordinary"),
+])
+def test_estimate_is_bounded(body, expected):
+    assert limits.estimate(body, 256) == expected

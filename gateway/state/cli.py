@@ -16,6 +16,7 @@ from gateway.state.store import USAGE_DAYS, StoreUnavailable, since
 from schemas import key_request
 
 keys = AppGroup("keys", help="Client keys kept in the state store (STATE_URL).")
+OPTION = {"expires_in": "--expires"}  # a field whose option is not named after it
 
 
 def _store():
@@ -66,8 +67,8 @@ def create(name, models, rpm, tpm, max_parallel, daily_tokens, expires):
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--expires") from None
     except ValidationError as exc:
-        problems = "; ".join(f"--{k.replace('_', '-')}: {' '.join(map(str, v))}"
-                             for k, v in exc.messages.items())
+        problems = "; ".join(f"{OPTION.get(k, '--' + k.replace('_', '-'))}: "
+                             f"{' '.join(map(str, v))}" for k, v in exc.messages.items())
         raise click.UsageError(problems) from None
     try:
         secret, record = _reachable(lambda: create_key(_store(), fields))

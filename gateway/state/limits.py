@@ -20,6 +20,11 @@ RATE_LIMIT_HEADERS = tuple(f"x-ratelimit-{what}-{unit}" for unit in ("requests",
                            for what in ("limit", "remaining", "reset"))
 MAX_TOKEN_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 TEXT_FIELDS = ("messages", "prompt", "input", "instructions", "system", "content", "text")
+# The most tokens one request is booked for, whatever max_tokens it sends: no model answers
+# more, and it keeps every sum the stores make of a window's bookings exact (SQLite's 64-bit
+# INTEGER, Redis' HINCRBY, the Lua script's doubles); a client's max_tokens of 2^63 made
+# SQLite raise and Redis' script fail, which took the store out for every key.
+MAX_ESTIMATE = 2**31 - 1
 WHAT = {"requests": "requests per minute (rpm)", "tokens": "tokens per minute (tpm)",
         "parallel": "requests open at once (max_parallel)"}
 
@@ -42,15 +47,15 @@ def estimate(body, default_max_tokens):
     """Tokens a request may use: input characters / 4 plus its max_tokens.
 
     `default_max_tokens` is what the route sends when the client gives no limit (0 for
-    routes that produce no text, such as embeddings).
+    routes that produce no text, such as embeddings). At most MAX_ESTIMATE.
     """
     if not isinstance(body, dict):
-        return default_max_tokens
+        return min(default_max_tokens, MAX_ESTIMATE)
     chars = sum(_chars(body.get(name)) for name in TEXT_FIELDS if name in body)
     limit = next((body[f] for f in MAX_TOKEN_FIELDS
                   if isinstance(body.get(f), int) and not isinstance(body.get(f), bool)
                   and body[f] > 0), default_max_tokens)
-    return math.ceil(chars / 4) + limit
+    return min(math.ceil(chars / 4) + limit, MAX_ESTIMATE)
 
 
 def duration(seconds):
