@@ -7,8 +7,9 @@ else, unknown routes included, needs a client key, so the gateway reveals nothin
 caller without one. API_KEYS are compared in constant time and are unlimited, as they
 always were. A stored key (`sk-cf-`) is looked up by its SHA-256 (gateway.state.keys),
 must not have expired, and then passes the per-key model and limit check
-(gateway.state.guard) on model requests. Keys are never echoed or logged: logs carry a
-short hash label and the stored key's name.
+(gateway.state.guard) on model requests; a malformed one, or one the store did not know a
+few seconds ago, is refused without a store lookup (KeyRing). Keys are never echoed or
+logged: logs carry a short hash label and the stored key's name.
 """
 import hashlib
 import hmac
@@ -17,7 +18,7 @@ from flask import current_app, g, request
 
 from gateway.errors import AuthenticationError
 from gateway.state import StoreUnavailable, guard
-from gateway.state.keys import PREFIX, KeyRing, Principal, digest
+from gateway.state.keys import PREFIX, KeyRing, Principal, digest, well_formed
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -67,6 +68,8 @@ def _stored_principal(presented, label):
     admission that follows checks in the same store call that the key still exists; any
     other request asks the store, so a revoked key stops working at once everywhere.
     """
+    if not well_formed(presented):
+        raise _incorrect()  # no key the gateway made: the store is not asked
     ring = current_app.extensions["keyring"]
     admitted_next = request.method == "POST" and request.path.startswith("/v1/")
     try:

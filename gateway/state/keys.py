@@ -8,7 +8,12 @@ there is nothing to guess) and the record: name, model patterns, limits, expiry.
 (unlimited, every model, exactly as before). `KeyRing` finds the record of a presented
 key and remembers it for the worker: a record never changes once made, so only its
 existence needs the store again (each admission checks it), and when the store is down a
-key verified in the last 60 s is still accepted.
+key verified in the last 60 s is still accepted. It also remembers, by hash, the keys the
+store did not know, for UNKNOWN_FOR seconds (at most UNKNOWN_MAX of them), so a client
+repeating a wrong or revoked key costs the store one lookup per worker every few seconds,
+not one per request. The price: a key presented before it existed would be refused for up
+to UNKNOWN_FOR seconds after it is made, which a new key, random and never seen, is not.
+A presented `sk-cf-` key not shaped as `new_secret` makes them is refused without a lookup.
 """
 import fnmatch
 import hashlib
@@ -23,6 +28,9 @@ from gateway.state.store import Limits
 PREFIX = "sk-cf-"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TRUST_FOR = 60.0  # seconds a verified key is still accepted while the store is down
+UNKNOWN_FOR = 5.0  # seconds a key the store did not know is refused without asking it again
+UNKNOWN_MAX = 1024  # unknown keys (hashes) a worker remembers; the oldest are dropped first
+SHAPE = re.compile(PREFIX + r"[A-Za-z0-9_-]{43}")  # what new_secret makes
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 LIMIT_FIELDS = ("rpm", "tpm", "max_parallel", "daily_tokens")
@@ -32,6 +40,11 @@ ENV_KEYS_NAME = "(api_keys)"  # the metrics label of API_KEYS keys: no stored na
 def new_secret():
     """A fresh client key."""
     return PREFIX + secrets.token_urlsafe(32)
+
+
+def well_formed(secret):
+    """Whether `secret` could be a key this gateway made (checked before any store lookup)."""
+    return SHAPE.fullmatch(secret) is not None
 
 
 def digest(secret):
@@ -129,6 +142,7 @@ class KeyRing:
         self.store = store
         self.clock = clock
         self._known = {}  # hash -> (Principal, verified at)
+        self._unknown = {}  # hash -> when the store last did not know it, oldest first
         self._lock = threading.Lock()
 
     def find(self, key_hash, label, fresh=False):
@@ -142,6 +156,8 @@ class KeyRing:
         known = self._known.get(key_hash)
         if known is not None and not fresh:
             return known[0]
+        if known is None and self._recently_unknown(key_hash):
+            return None
         try:
             record = self.store.find_key(key_hash)
         except StoreUnavailable:
@@ -150,11 +166,30 @@ class KeyRing:
             raise
         if record is None:
             self.forget(key_hash)
+            self._note_unknown(key_hash)
             return None
         principal = principal_of(record, label)
         with self._lock:
             self._known[key_hash] = (principal, self.clock())
+            self._unknown.pop(key_hash, None)
         return principal
+
+    def _recently_unknown(self, key_hash):
+        noted = self._unknown.get(key_hash)
+        if noted is None:
+            return False
+        if self.clock() - noted < UNKNOWN_FOR:
+            return True
+        with self._lock:
+            self._unknown.pop(key_hash, None)
+        return False
+
+    def _note_unknown(self, key_hash):
+        with self._lock:
+            self._unknown.pop(key_hash, None)  # re-noted: now the newest
+            self._unknown[key_hash] = self.clock()
+            while len(self._unknown) > UNKNOWN_MAX:
+                del self._unknown[next(iter(self._unknown))]
 
     def confirm(self, principal):
         """The store just vouched for this key (an admission found it)."""
