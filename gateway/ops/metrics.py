@@ -56,24 +56,41 @@ def _route(path):
     return "other"
 
 
+# The labelled series already made, by metric and label values. prometheus_client keeps
+# every child it made anyway (so this grows no further than its own table), but finding
+# one again through `labels()` validates and joins the values under a lock each time:
+# about a dozen microseconds per request for the seven series a request touches.
+_series = {}
+
+
+def _labelled(metric, *values):
+    """`metric.labels(*values)`, made once per worker."""
+    child = _series.get((metric, values))
+    if child is None:
+        child = _series[(metric, values)] = metric.labels(*values)
+    return child
+
+
 def observe(fields, model=""):
     """Record one finished request (called with the log line's fields and the model label)."""
     route = _route(fields["path"])
-    REQUESTS.labels(route, str(fields["status"]), model).inc()
-    DURATION.labels(route).observe(fields["duration_ms"] / 1000)
+    status = str(fields["status"])
+    _labelled(REQUESTS, route, status, model).inc()
+    _labelled(DURATION, route).observe(fields["duration_ms"] / 1000)
     if fields.get("ttft_ms") is not None:
-        TTFT.labels(model).observe(fields["ttft_ms"] / 1000)
-    if fields.get("prompt_tokens"):
-        TOKENS.labels("prompt", model).inc(fields["prompt_tokens"])
-    if fields.get("completion_tokens"):
-        TOKENS.labels("completion", model).inc(fields["completion_tokens"])
+        _labelled(TTFT, model).observe(fields["ttft_ms"] / 1000)
+    prompt, completion = fields.get("prompt_tokens"), fields.get("completion_tokens")
+    if prompt:
+        _labelled(TOKENS, "prompt", model).inc(prompt)
+    if completion:
+        _labelled(TOKENS, "completion", model).inc(completion)
     key_name = fields.get("key_name")
     if key_name:
-        KEY_REQUESTS.labels(key_name, str(fields["status"])).inc()
-        if fields.get("prompt_tokens"):
-            KEY_TOKENS.labels(key_name, "prompt").inc(fields["prompt_tokens"])
-        if fields.get("completion_tokens"):
-            KEY_TOKENS.labels(key_name, "completion").inc(fields["completion_tokens"])
+        _labelled(KEY_REQUESTS, key_name, status).inc()
+        if prompt:
+            _labelled(KEY_TOKENS, key_name, "prompt").inc(prompt)
+        if completion:
+            _labelled(KEY_TOKENS, key_name, "completion").inc(completion)
 
 
 def _status_label(status):

@@ -10,11 +10,16 @@ head goes out with its first event. Nothing is held back beyond the `write()` th
 produced it (a body-less response, a HEAD or an empty piece still sends the head at
 once), so streams are not delayed and the byte stream on the wire is unchanged.
 
+Every piece, and the chunked framing's last chunk, leaves through
+`gateway.ops.fast_send.sendall` (one system call, where gevent's `sendall` makes two).
+
 `install()` runs in each gunicorn worker (gunicorn.conf.py, post_worker_init), after
 gevent has patched it; gunicorn builds every HTTP/1.1 response from
 `gunicorn.http.wsgi.Response`, whose `_emit_body` is its documented hook for framing.
 """
 from gunicorn.http import wsgi
+
+from gateway.ops.fast_send import sendall
 
 
 class OneSendResponse(wsgi.Response):
@@ -43,18 +48,21 @@ class OneSendResponse(wsgi.Response):
             self._send_head()  # no body bytes went out with it (empty piece, HEAD, 204, error)
 
     def _emit_body(self, data):
-        head, self._head = self._head, b""
-        if not head:
-            return super()._emit_body(data)
         if self.chunked:
             data = b"%X\r\n%s\r\n" % (len(data), data)
-        self.sock.sendall(head + data)
-        return None
+        head, self._head = self._head, b""
+        sendall(self.sock, head + data if head else data)
 
     def _send_head(self):
         head, self._head = self._head, b""
         if head:
-            self.sock.sendall(head)
+            sendall(self.sock, head)
+
+    def close(self):
+        if self.headers_sent and self.chunked:
+            sendall(self.sock, b"0\r\n\r\n")  # the last chunk (gunicorn: util.write_chunk)
+            return
+        super().close()
 
 
 def install():
