@@ -266,6 +266,22 @@ def test_tpm_trips_after_the_tokens_cloudflare_reported(client, admin, cloudflar
     assert chat(client, secret, max_tokens=2).status_code == 200, "a smaller request fits"
 
 
+def test_whole_answer_is_settled_before_it_is_sent(client, admin, cloudflare):
+    """A client that sends its next request the moment it has read an answer finds that
+    answer counted at Cloudflare's usage, not its estimate: the settlement does not wait
+    for the response to be closed after its bytes went out."""
+    secret = admin.create(name="settled-first", tpm=50)["key"]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 20}
+    headers = {"Authorization": f"Bearer {secret}"}
+    first = client.post(CHAT, json=body, headers=headers)  # read, not closed
+    second = client.post(CHAT, json=body, headers=headers)
+    assert second.headers["x-ratelimit-remaining-tokens"] == str(50 - 12 - 22)
+    first.close()
+    second.close()
+    third = chat(client, secret, max_tokens=20)
+    assert third.headers["x-ratelimit-remaining-tokens"] == str(50 - 24 - 22), "settled once"
+
+
 def test_daily_budget_answers_insufficient_quota(client, admin, cloudflare):
     secret = admin.create(name="budget", daily_tokens=20)["key"]
     assert chat(client, secret).status_code == 200  # 12 tokens

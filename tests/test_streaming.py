@@ -394,3 +394,34 @@ def test_stats_count_what_the_client_was_written(taken, streamed, complete, repo
     assert stats.streamed_tokens == streamed
     assert stats.stream_complete is complete
     assert stats.completion_tokens == reported, "the log shows what Cloudflare reported"
+
+
+def test_stream_is_settled_before_the_response_ends():
+    """The per-key settlement (stats.when_final) runs once the end went out and before the
+    relay finishes (the server sends the chunked end after that), so a client that reads
+    the response to its end and sends its next request finds this one counted; once."""
+    from gateway.ops.request_log import RequestStats
+    stats = RequestStats()
+    seen = []
+    stats.when_final = lambda: seen.append((stats.completion_tokens, stats.stream_complete))
+    stream = relay(FakeResponse([CLASSIC]), translator(), stats=stats)
+    pieces = []
+    while not pieces or b"[DONE]" not in pieces[-1]:
+        pieces.append(next(stream))
+    assert seen == [], "not before the end has been written"
+    with pytest.raises(StopIteration):
+        next(stream)
+    assert seen == [(3, True)]
+    stats.final()
+    assert seen == [(3, True)]
+
+
+@pytest.mark.parametrize("taken", [1, 2], ids=["start-write-failed", "content-write-failed"])
+def test_a_stream_cut_short_is_settled_at_close(taken):
+    from gateway.ops.request_log import RequestStats
+    stats = RequestStats()
+    stats.when_final = lambda: pytest.fail("a cut stream is settled at close, with what was sent")
+    stream = relay(FakeResponse(list(CUT)), translator(), stats=stats)
+    for _ in range(taken):
+        next(stream)
+    stream.close()

@@ -169,6 +169,10 @@ def relay(response, translator, *, heartbeat=15.0, idle_timeout=60.0, max_durati
         yield tail
         stats.streamed_tokens = translator.tokens_seen
         stats.stream_complete = True  # the client has it all, usage included
+        # Settled now, before the server sends the response's last bytes (the chunked end,
+        # or closing the connection): a client that sends its next request once it has read
+        # this response to its end finds it counted (gateway.state.guard).
+        stats.final()
     except ClientGone:
         stats.error = "client_gone"
         log.info("client went away mid-stream")

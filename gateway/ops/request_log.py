@@ -46,6 +46,10 @@ class RequestStats:
     # Cloudflare reported (gateway.state.guard). None: not a relayed stream. Not logged.
     streamed_tokens: int = 0
     stream_complete: bool | None = None
+    # Run once when a stream's end went out, before the response's last bytes: the per-key
+    # settlement (gateway.state.guard), so that a client sending its next request as soon
+    # as it has read the response finds this one counted. Not logged.
+    when_final: object = None
 
     def elapsed_ms(self):
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -57,6 +61,12 @@ class RequestStats:
     def first_token(self):
         if self.ttft_ms is None:
             self.ttft_ms = self.elapsed_ms()
+
+    def final(self):
+        """The usage is final: run `when_final` (once)."""
+        callback, self.when_final = self.when_final, None
+        if callback is not None:
+            callback()
 
     def usage(self, usage):
         if usage:
@@ -164,7 +174,7 @@ def _write(base, stats):
     fields = {**base, "duration_ms": stats.elapsed_ms(), **vars(stats)}
     del fields["started"]
     model_label = fields.pop("model_label")
-    del fields["streamed_tokens"], fields["stream_complete"]
+    del fields["streamed_tokens"], fields["stream_complete"], fields["when_final"]
     if not stats.stream:
         fields.pop("ttfb_ms")
         fields.pop("ttft_ms")

@@ -108,15 +108,41 @@ def limit_request():
 
 
 def settle_on_close(response):
-    """after_request: the headers of an admitted request, and its settlement once it is done."""
+    """after_request: the headers of an admitted request, and its settlement.
+
+    The settlement runs before the response is over for the client: at once for a whole
+    answer (its usage is known by now, the body not sent yet), and for a stream once its
+    last event went out, before the server sends the chunked end. A client that sends
+    its next request the moment it has read this one to its end therefore finds it
+    counted at its real usage rather than its estimate. A stream cut short (the client
+    left, an error) is settled when its response is closed, with what was relayed.
+    """
     ticket = g.get("ticket")
     if ticket is None:
         return response
     response.headers.update(g.ratelimit_headers)
     store, stats, prompt_estimate = (current_app.extensions["state"], g.get("stats"),
                                      g.ticket_prompt)
-    response.call_on_close(lambda: settle(store, ticket, stats, prompt_estimate))
+    settle_once = _Once(settle, store, ticket, stats, prompt_estimate)
+    if not response.is_streamed:
+        settle_once()
+        return response
+    if stats is not None:
+        stats.when_final = settle_once
+    response.call_on_close(settle_once)
     return response
+
+
+class _Once:
+    """`action(*args)` the first time it is called, nothing after."""
+
+    def __init__(self, action, *args):
+        self.action, self.args = action, args
+
+    def __call__(self):
+        action, self.action = self.action, None
+        if action is not None:
+            action(*self.args)
 
 
 def settle(store, ticket, stats, prompt_estimate):
