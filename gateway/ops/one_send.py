@@ -38,7 +38,14 @@ class OneSendResponse(wsgi.Response):
         return None
 
     def write(self, arg):
-        if self.headers_sent and not self._head:  # a stream's later events: gunicorn's own path
+        if self.headers_sent and not self._head:  # a stream's later events
+            if self.chunked and type(arg) is bytes and arg:
+                # gunicorn's write() for a chunked body, less its checks that cannot apply
+                # here (a chunked response has no length to cap, a body-less one is never
+                # chunked): one framing and one send() per event.
+                self.sent += len(arg)
+                sendall(self.sock, b"%X\r\n%s\r\n" % (len(arg), arg))
+                return None
             return super().write(arg)
         self._holding = True
         try:
