@@ -153,3 +153,33 @@ def test_stream_classic_whole_calls_without_index():
     out, calls = _merge([[{"name": "f", "arguments": {"a": 1}}, {"name": "g", "arguments": {}}]])
     assert [d["index"] for d in out] == [0, 1]
     assert calls[0]["arguments"] == '{"a":1}' and calls[1]["name"] == "g"
+
+
+NAMED = CLASSIC  # classic_tools: its message items take a `name`
+CALL = {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]}
+
+
+@pytest.mark.parametrize("capabilities, result, name", [
+    pytest.param(NAMED, {"role": "tool", "content": "9:00", "tool_call_id": "call_1"},
+                 "get_time", id="filled-from-the-call"),
+    pytest.param(NAMED, {"role": "tool", "content": "9:00", "tool_call_id": "call_1",
+                         "name": "own"}, "own", id="clients-own-name-kept"),
+    pytest.param(NAMED, {"role": "tool", "content": "9:00", "tool_call_id": "call_9"},
+                 None, id="no-matching-call"),
+    pytest.param(GUIDED, {"role": "tool", "content": "9:00", "tool_call_id": "call_1"},
+                 None, id="schema-without-name"),
+])
+def test_tool_result_gets_its_functions_name_where_the_schema_takes_one(capabilities, result,
+                                                                         name):
+    """OpenAI's tool results carry only the call id; a model whose message items take a
+    `name` gets the called function's name, a model whose schema lacks it never does."""
+    from gateway.openai.features import _history
+    sent = _history([{"role": "user", "content": "time?"}, CALL, result], capabilities)[-1]
+    assert sent.get("name") == name
+    assert sent["content"] == "9:00" and sent["role"] == "tool"
+
+
+def test_message_name_comes_from_the_schema():
+    assert NAMED.message_name and OPENAI.message_name
+    assert not GUIDED.message_name and not derive(families.classic()).message_name

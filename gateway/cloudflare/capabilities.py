@@ -30,6 +30,7 @@ class Capabilities:
     content_nullable: bool = False  # assistant content may be null
     content_parts: bool = False  # message content may be a list of parts
     tool_call_id_pattern: str | None = None
+    message_name: bool = False  # message items take a `name` (a tool result's function)
     json_form: str | None = None  # "wrapper", "bare" or "guided_json"
     json_object: bool = False
     stop: bool = False  # native; otherwise the gateway emulates it
@@ -91,6 +92,7 @@ def derive(schema, record=None):
         content_nullable=messages["nullable"],
         content_parts=messages["parts"],
         tool_call_id_pattern=messages["tool_call_id_pattern"],
+        message_name=messages["name"],
         json_form=_json_form(root, fields),
         json_object=_json_object(root, fields),
         stop="stop" in fields,
@@ -232,8 +234,9 @@ def _tools(root, nodes):
 
 
 def _messages(root, nodes):
-    """How message items look: may content be null or parts, is tool_call_id constrained."""
-    found = {"nullable": False, "parts": False, "tool_call_id_pattern": None}
+    """How message items look: may content be null or parts, is tool_call_id constrained,
+    do they take a `name`."""
+    found = {"nullable": False, "parts": False, "tool_call_id_pattern": None, "name": False}
     for item in _items(root, nodes):
         for branch in branches(root, item):
             props = branch.get("properties") or {}
@@ -241,6 +244,7 @@ def _messages(root, nodes):
                 kinds = types(root, props["content"])
                 found["nullable"] |= "null" in kinds or "content" not in _required(branch)
                 found["parts"] |= bool({"array", "any"} & kinds)
+            found["name"] |= "name" in props
             call_id = resolve(root, props.get("tool_call_id"))
             if isinstance(call_id.get("pattern"), str):
                 found["tool_call_id_pattern"] = call_id["pattern"]

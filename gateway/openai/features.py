@@ -145,9 +145,12 @@ def _choices(data, payload, capabilities, model, plan):
 def _history(messages, capabilities):
     """Messages as the model takes them: tool history kept, `developer` sent as `system`."""
     out = []
+    called = {}  # tool call id -> function name, for the results that follow
     for message in messages:
+        for call in message.get("tool_calls") or ():
+            called[call["id"]] = call["function"]["name"]
         if message["role"] == "tool" or "tool_calls" in message:
-            out.append(tools.history_message(message, capabilities))
+            out.append(tools.history_message(message, capabilities, called))
             continue
         role = "system" if message["role"] == "developer" else message["role"]
         out.append({"role": role, "content": message["content"]})

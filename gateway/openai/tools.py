@@ -68,14 +68,21 @@ def _parameters(parameters, capabilities):
     return filled
 
 
-def history_message(message, capabilities):
-    """An assistant turn with `tool_calls` or a `tool` result, as the model takes it."""
+def history_message(message, capabilities, called=None):
+    """An assistant turn with `tool_calls` or a `tool` result, as the model takes it.
+
+    OpenAI's tool results carry only the `tool_call_id`; a model whose message items take
+    a `name` gets the function's name too, from the assistant call it answers (`called`:
+    call id -> function name), as templates that print a tool result's name need it. A
+    model whose schema has no `name` never gets one (Workers AI refuses keys it lacks).
+    """
     if message["role"] == "tool":
         out = {"role": "tool", "content": message["content"]}
         if "tool_call_id" in message:
             out["tool_call_id"] = call_id_for(message["tool_call_id"], capabilities)
-        if "name" in message:
-            out["name"] = message["name"]
+        name = message.get("name") or (called or {}).get(message.get("tool_call_id"))
+        if name and ("name" in message or capabilities.message_name):
+            out["name"] = name
         return out
     calls = [{"id": call_id_for(call["id"], capabilities), "type": "function",
               "function": {"name": call["function"]["name"],
