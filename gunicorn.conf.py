@@ -77,11 +77,15 @@ def post_worker_init(worker):
     every collection of a busy worker (about 3% of its CPU in bench/ profiles). And on
     SIGTERM, end streams still open shortly before GRACEFUL_TIMEOUT runs out with an error
     event, rather than have them cut (gateway.ops.shutdown; the app is loaded by now).
-    Each response's head goes out with its first body bytes (gateway/ops/one_send.py)."""
+    Each response's head goes out with its first body bytes (gateway/ops/one_send.py), an
+    app's `Connection: close` ends the connection (gateway/ops/closing.py), and the errors
+    gunicorn answers itself are OpenAI-shaped JSON (gateway/ops/server_errors.py)."""
     import gc
 
-    from gateway.ops import one_send, shutdown
+    from gateway.ops import closing, one_send, server_errors, shutdown
 
     shutdown.install(worker)
     one_send.install()
+    closing.install()  # after one_send: builds on its Response class
+    server_errors.install(worker)
     gc.freeze()
