@@ -7,7 +7,7 @@ exactly that and pick their exception class (and retry policy) from the status.
 """
 import logging
 
-from flask import g, has_request_context
+from flask import g, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.jsonio import json_response
@@ -121,11 +121,21 @@ def error_body(error):
 
 
 def render_error(error):
-    """The Flask response for an APIError (its upstream figures go to the request log)."""
-    stats = g.get("stats") if has_request_context() else None
-    if stats is not None and error.upstream_status is not None:
-        stats.upstream_status, stats.cf_code = error.upstream_status, error.cf_code
-    return json_response(error_body(error), error.status, error.headers)
+    """The Flask response for an APIError (its upstream figures go to the request log).
+
+    An error answered before the request body was read to its end (a 408 for a slow
+    body, a 400 for a broken framing, a 401 or 413 that never read it) closes the
+    connection: what is left of the body must not be read as the next request
+    (gateway/ops/client_io.py tells, gateway/ops/closing.py closes).
+    """
+    headers = error.headers
+    if has_request_context():
+        stats = g.get("stats")
+        if stats is not None and error.upstream_status is not None:
+            stats.upstream_status, stats.cf_code = error.upstream_status, error.cf_code
+        if not getattr(request.environ.get("wsgi.input"), "finished", True):
+            headers = {**headers, "Connection": "close"}
+    return json_response(error_body(error), error.status, headers)
 
 
 def _render_http_exception(exc):

@@ -1,9 +1,12 @@
 """gunicorn.conf.py's hooks, called directly."""
 import importlib.util
+import logging
 import os
 import signal
 import types
 
+import gunicorn.http.wsgi
+import gunicorn.util
 import pytest
 
 from gateway.ops import shutdown
@@ -43,10 +46,16 @@ def test_multiproc_dir_is_created_when_missing(conf, tmp_path, monkeypatch):
 def test_sigterm_plans_the_end_of_open_streams_before_gunicorn_kills(conf, monkeypatch):
     """post_worker_init chains the shutdown plan in front of the worker's SIGTERM handler."""
     calls = []
-    worker = types.SimpleNamespace(cfg=types.SimpleNamespace(graceful_timeout=30),
-                                   handle_exit=lambda sig, frame: calls.append(sig))
+    cfg = types.SimpleNamespace(graceful_timeout=30, limit_request_line=4094,
+                                limit_request_fields=100, limit_request_field_size=8190)
+    worker = types.SimpleNamespace(cfg=cfg, handle_exit=lambda sig, frame: calls.append(sig),
+                                   handle_error=lambda *args: None,
+                                   log=types.SimpleNamespace(error_log=logging.getLogger("t")))
     previous = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr("gc.freeze", lambda: None)
+    # what post_worker_init patches in gunicorn, put back after the test
+    monkeypatch.setattr("gunicorn.util.write_error", gunicorn.util.write_error)
+    monkeypatch.setattr("gunicorn.http.wsgi.Response", gunicorn.http.wsgi.Response)
     try:
         conf.post_worker_init(worker)
         handler = signal.getsignal(signal.SIGTERM)

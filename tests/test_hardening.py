@@ -61,19 +61,38 @@ def connect(gw, receive_buffer=None):
     return sock
 
 
-def read_response(sock):
-    """(status, JSON body) of one non-stream response with a Content-Length."""
+def read_answer(sock):
+    """(status, headers, JSON body) of one non-stream response with a Content-Length."""
     data = b""
     while b"\r\n\r\n" not in data:
         piece = sock.recv(65536)
         assert piece, f"connection closed before a response: {data!r}"
         data += piece
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")))
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in
+               (line.partition(":") for line in lines[1:])}
+    length = int(headers["content-length"])
     while len(body) < length:
         body += sock.recv(65536)
-    return int(head.split()[1]), json.loads(body)
+    assert len(body) == length, "bytes after the answer"
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def read_response(sock):
+    """(status, JSON body) of one non-stream response with a Content-Length."""
+    status, _, body = read_answer(sock)
+    return status, body
+
+
+def assert_closed(sock):
+    """The server ends the connection: nothing more arrives, then end of file (or a reset)."""
+    sock.settimeout(15)  # the server closes at once; a timeout here is the failure
+    try:
+        rest = sock.recv(65536)
+    except ConnectionResetError:
+        return
+    assert rest == b"", f"the connection stayed open and answered again: {rest[:200]!r}"
 
 
 def request_line(gw, request_id, timeout=20):
@@ -136,11 +155,19 @@ def test_request_body_sent_too_slowly_gets_408(fake, strict, chunked):
         if not chunked:
             head = head.replace(b"Content-Length: 0", b"Content-Length: 1000")
         sock.sendall(head + (b"4\r\n" if chunked else b"") + b'{"mo')
-        status, error = read_response(sock)  # before the fix: blocks until the recv timeout
+        status, headers, error = read_answer(sock)  # before: blocked until the recv timeout
         assert status == 408, error
         validate_error(error)
         assert error["error"]["code"] == "request_timeout"
         assert "CLIENT_BODY_TIMEOUT" in error["error"]["message"]
+        # The rest of the slow body must not be read as a next request: the server closes.
+        assert headers["connection"] == "close"
+        rest = b'del": 1}' if not chunked else b'del\r\n0\r\n\r\n'
+        try:
+            sock.sendall(rest + request_bytes(strict, chat_body("next"), f"{request_id}-next"))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed already
+        assert_closed(sock)
     finally:
         sock.close()
     assert fake.requests == []
@@ -163,15 +190,41 @@ def test_malformed_or_aborted_chunked_body_is_a_400_not_a_500(fake, strict, fram
         sock.sendall(request_bytes(strict, framing, request_id, chunked=True))
         if half_close:
             sock.shutdown(socket.SHUT_WR)  # the client is done sending: the body stops short
-        status, error = read_response(sock)
+        status, headers, error = read_answer(sock)
         assert status == 400, error
         validate_error(error)
+        assert headers["connection"] == "close"  # the framing is lost: so is the connection
+        assert_closed(sock)
     finally:
         sock.close()
     assert request_line(strict, request_id)["status"] == 400
     log = strict.log_path.read_text(errors="replace")
     assert "Traceback" not in log and '"status":500' not in log.replace(" ", "")
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("body, wrong_key, status, connection", [
+    pytest.param(b'{"model": "x"}', False, 400, "keep-alive", id="invalid-body-read-to-its-end"),
+    pytest.param(chat_body("hi"), True, 401, "close", id="401-before-the-body-was-read"),
+    pytest.param(b"{" + b" " * (1 << 20) + b"}", False, 413, "close", id="413-body-not-read"),
+])
+def test_error_closes_the_connection_only_when_the_body_was_not_read(
+        fake, strict, body, wrong_key, status, connection):
+    sock = connect(strict)
+    try:
+        raw = request_bytes(strict, body, f"close-{status}")
+        sock.sendall(raw.replace(KEY.encode(), b"sk-wrong-key") if wrong_key else raw)
+        got, headers, error = read_answer(sock)
+        assert got == status, error
+        validate_error(error)
+        assert headers["connection"] == connection
+        if connection == "close":
+            assert_closed(sock)
+        else:  # the same connection serves the next request
+            sock.sendall(request_bytes(strict, chat_body("again"), "close-next"))
+            assert read_response(sock)[0] == 200
+    finally:
+        sock.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ This WSGI middleware bounds both:
 
 - the whole request body must arrive within CLIENT_BODY_TIMEOUT (else 408), and a body
   the server cannot read (a broken or cut chunked framing) is the client's 400, never
-  the gateway's 500;
+  the gateway's 500. `DeadlineInput.finished` says whether the body was read to its
+  end: an error answered before that (these two, or a 401 or 413 that never read it)
+  closes the connection (gateway/errors.py), or the rest of the body would be read
+  as the next request;
 - each write of the answer (a stream's events and any other response) must be taken by
   the client within CLIENT_WRITE_TIMEOUT. One watchdog greenlet per worker looks at the
   writes in progress once a second (no timer per write: the stream relay is the hot
@@ -56,10 +59,24 @@ class ClientStalled(BrokenPipeError):
 
 
 class DeadlineInput:
-    """`wsgi.input` that gives up at the body deadline and turns read failures into a 400."""
+    """`wsgi.input` that gives up at the body deadline and turns read failures into a 400.
 
-    def __init__(self, stream, deadline, timeout):
+    `finished` becomes true once the body was read to its end (all of its Content-Length,
+    or the end of a chunked one); a read that failed or timed out never finishes it.
+    """
+
+    def __init__(self, stream, deadline, timeout, length=0, chunked=False):
         self.stream, self.deadline, self.timeout = stream, deadline, timeout
+        self.left = None if chunked else length  # bytes still to come; None: until the end
+        self.finished = not chunked and length <= 0
+
+    def _took(self, data):
+        if not data:
+            self.finished = True
+        elif self.left is not None:
+            self.left -= len(data)
+            self.finished = self.left <= 0
+        return data
 
     def _call(self, method, *args):
         try:
@@ -78,13 +95,16 @@ class DeadlineInput:
                                       code="invalid_request_body") from None
 
     def read(self, *args):
-        return self._call(self.stream.read, *args)
+        return self._took(self._call(self.stream.read, *args))
 
     def readline(self, *args):
-        return self._call(self.stream.readline, *args)
+        return self._took(self._call(self.stream.readline, *args))
 
     def readlines(self, *args):
-        return self._call(self.stream.readlines, *args)
+        lines = self._call(self.stream.readlines, *args)
+        for line in lines or [b""]:
+            self._took(line)
+        return lines
 
     def __iter__(self):
         return iter(self.readline, b"")
@@ -168,11 +188,20 @@ class ClientDeadlines:
 
     def __call__(self, environ, start_response):
         deadline = time.monotonic() + self.body_timeout if self.cooperative else None
-        environ["wsgi.input"] = DeadlineInput(environ["wsgi.input"], deadline, self.body_timeout)
+        environ["wsgi.input"] = DeadlineInput(environ["wsgi.input"], deadline, self.body_timeout,
+                                              _content_length(environ),
+                                              "HTTP_TRANSFER_ENCODING" in environ)
         result = self.app(environ, start_response)
         if self.watchdog is None:
             return result
         return _WatchedBody(result, self.watchdog.watch(environ), self.watchdog)
+
+
+def _content_length(environ):
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:  # gunicorn refuses such a request before the app runs
+        return 0
 
 
 def init_app(app):
