@@ -157,3 +157,27 @@ def test_socket_body_still_reaches_urllib3_internals(fake_cloudflare):
     second.release(True, 1.0)
     assert fake_cloudflare.connections_total == connections, "the connection was not reused"
     session.close()
+
+
+def test_socket_body_frees_http_clients_read_buffer(fake_cloudflare):
+    """Once the socket is read directly, http.client's 8 KiB read buffer (one per open stream)
+    is let go of at once; the body still reads to its end and the connection is reused."""
+    import requests
+
+    session = requests.Session()
+    response = _stream(session, fake_cloudflare)
+    http_response = response.raw._fp
+    body = open_body(response)
+    assert http_response.fp is None, "http.client's reader is kept while the stream is open"
+    data = b""
+    while not body.complete:
+        data += body.read(5.0)
+    assert data.endswith(b"data: [DONE]\n\n")
+    connections = fake_cloudflare.connections_total
+    body.release(True, 1.0)
+    again = open_body(_stream(session, fake_cloudflare, "second"))
+    while not again.complete:
+        again.read(5.0)
+    again.release(True, 1.0)
+    assert fake_cloudflare.connections_total == connections, "the connection was not reused"
+    session.close()

@@ -91,6 +91,10 @@ class SocketBody:
         self.left = self.http.length  # for a Content-Length body; None: until EOF
         self.complete = self.left == 0
         self._pending = self._already_buffered()
+        # From here on the socket is read directly: free http.client's 8 KiB read buffer
+        # now, not when the stream ends, as its own close does (the socket stays open).
+        reader, self.http.fp = self.http.fp, None
+        reader.close()
         self.reader = timed_read.TimedReader(self.sock) if timed_read.usable(self.sock) else None
 
     def _already_buffered(self):
