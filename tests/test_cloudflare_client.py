@@ -3,6 +3,7 @@
 Cloudflare is `responses`; every pause the client takes goes through a recorded
 `sleep`, so no test waits for real time.
 """
+import json
 import logging
 import time
 import types
@@ -157,6 +158,21 @@ def test_model_schema_url_token_and_body(app, upstream, sleeps, body, expected):
     request = upstream.calls[0].request
     assert parse_qs(urlsplit(request.url).query) == {"model": [MODEL]}
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_an_open_stream_lets_go_of_its_request(app, upstream, sleeps):
+    """The request's body (the whole payload: a long conversation) is not kept for as long
+    as the stream it asked for is open; what was sent is unchanged."""
+    upstream.add(responses.POST, RUN_URL + MODEL, body=b"data: [DONE]\n\n",
+                 content_type="text/event-stream")
+    payload = {"messages": [{"role": "user", "content": "long " * 1000}], "stream": True}
+    answer = app.extensions["upstream"].run(MODEL, payload, stream=True)
+    try:
+        assert answer.stream is not None
+        assert answer.stream.request is None
+        assert json.loads(upstream.calls[0].request.body) == payload
+    finally:
+        answer.stream.close()
 
 
 # ---------------------------------------------------------------- network failures

@@ -108,6 +108,9 @@ class UpstreamClient:
             log.warning("Cloudflare unreachable: %s", type(exc).__name__)
             raise UpstreamError("Could not reach Workers AI.",
                                 code="upstream_unreachable") from None
+        # Sent: the answer needs no link back to its request, whose body (the whole payload,
+        # a long conversation) would otherwise be kept as long as the answer, a whole stream.
+        response.request = None
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", ""):
             # Asked for identity: a compressed body would be decoded behind the read
