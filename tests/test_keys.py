@@ -10,6 +10,7 @@ import time
 
 import pytest
 import responses
+from flask import g
 
 from gateway import create_app
 from gateway.state.keys import create_key, digest
@@ -294,6 +295,26 @@ def test_daily_budget_answers_insufficient_quota(client, admin, cloudflare):
     assert usage["data"] == [{"name": "budget", "date": time.strftime("%Y-%m-%d", time.gmtime()),
                               "model": MODEL, "requests": 2, "prompt_tokens": 14,
                               "completion_tokens": 10}]
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored-key", "api-keys-key"])
+def test_an_open_stream_keeps_no_copy_of_the_request_body(app, client, admin, upstream, stored):
+    """The request context lives as long as its stream: once the payload went upstream it
+    holds neither the raw body nor the one the per-key check parsed (a long conversation
+    would otherwise be kept per open stream)."""
+    held = []
+    app.after_request(lambda response: held.append((g.get("raw_body"), g.get("json_body")))
+                      or response)
+    upstream.add(responses.POST, RUN_URL + MODEL, body=load_data("cf_stream_classic.sse"),
+                 content_type="text/event-stream")
+    key = admin.create(name="streamer")["key"] if stored else KEY
+    rv = client.post(CHAT, json={"model": MODEL, "stream": True,
+                                 "messages": [{"role": "user", "content": "Hello " * 500}]},
+                     headers={"Authorization": f"Bearer {key}"}, buffered=False)
+    assert rv.status_code == 200
+    assert held[-1] == (None, None)
+    assert b"".join(rv.response).endswith(b"data: [DONE]\n\n")
+    rv.close()
 
 
 @pytest.mark.parametrize("query", ["days=0", "days=x", "days=401"])

@@ -239,6 +239,10 @@ def stream(kind, data, build_payload, adapt=None):
         return Response(replay(reply, translator), mimetype="text/event-stream",
                         headers=STREAM_HEADERS)
     _note_account(answer, stats)
+    # The request context lives as long as the stream: let go of the client's body (raw and
+    # parsed, a whole conversation) now that its payload went upstream.
+    g.pop("raw_body", None)
+    g.pop("json_body", None)
     events = relay(answer.stream, translator, heartbeat=config["STREAM_HEARTBEAT"],
                    idle_timeout=config["UPSTREAM_READ_TIMEOUT"],
                    max_duration=config["STREAM_MAX_DURATION"],
