@@ -363,6 +363,19 @@ class ChatCompletionRequest(GenerationRequest):
     unimplemented = {name: allowed for name, allowed in GenerationRequest.unimplemented.items()
                      if name not in CHAT_FEATURES}
 
+    @validates_schema
+    def tool_results_answer_calls(self, data, **kwargs):
+        """A `tool` message must answer a call an earlier assistant message made, as OpenAI
+        requires: otherwise the model would get a result for a call it never made."""
+        called = set()
+        for position, message in enumerate(data.get("messages") or ()):
+            for call in message.get("tool_calls") or ():
+                called.add(call["id"])
+            if message["role"] == "tool" and message.get("tool_call_id") not in called:
+                raise ValidationError({"messages": {position: {"tool_call_id": [
+                    "No earlier assistant message made a tool call with this id; a tool "
+                    "message must answer one."]}}})
+
     @post_load
     def normalise_features(self, data, **kwargs):
         """Legacy functions become tools; do-nothing values are dropped; choices are checked."""

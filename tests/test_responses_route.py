@@ -114,6 +114,18 @@ def test_chat_errors_name_the_responses_param(client, auth, upstream):
     assert len(upstream.calls) == 0
 
 
+def test_function_call_output_must_answer_a_call(client, auth, upstream):
+    """As OpenAI: an output for a call no earlier item made is a 400 naming that input item,
+    and nothing goes upstream; with its call before it, it goes through."""
+    orphan = {"type": "function_call_output", "call_id": "call_x", "output": "42"}
+    rv = client.post("/v1/responses", json={"model": MODEL, "input": [
+        {"role": "user", "content": "hi"}, orphan]}, headers=auth)
+    assert rv.status_code == 400, rv.get_data(as_text=True)
+    error = rv.get_json()["error"]
+    assert error["param"] == "input[1]" and error["type"] == "invalid_request_error"
+    assert not [c for c in upstream.calls if "/ai/run/" in c.request.url]
+
+
 def test_answer_is_stored_retrievable_listable_and_deletable_by_its_key_only(client, auth, run):
     response = create(client, auth, instructions="Be kind.", metadata={"t": "1"})
     assert sent(run)["messages"] == [{"role": "system", "content": "Be kind."},

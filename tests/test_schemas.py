@@ -412,6 +412,7 @@ def test_chat_sends_developer_as_system_and_joins_content_parts(client, auth, ru
         {"role": "user", "content": [{"type": "text", "text": "Hello, "},
                                      {"type": "text", "text": "world"}], "name": "ann"},
         {"role": "assistant", "content": "Hi."},
+        {"role": "assistant", "content": None, "tool_calls": [CALL_1]},
         {"role": "tool", "content": "42", "tool_call_id": "call_1"},
     ]
     rv = client.post(CHAT, json=chat(messages=messages), headers=auth)
@@ -420,8 +421,32 @@ def test_chat_sends_developer_as_system_and_joins_content_parts(client, auth, ru
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hello, world"},
         {"role": "assistant", "content": "Hi."},
+        {"role": "assistant", "content": "", "tool_calls": [CALL_1]},
         {"role": "tool", "content": "42", "tool_call_id": "call_1"},
     ]
+
+
+CALL_1 = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize("messages, position", [
+    pytest.param([{"role": "user", "content": "hi"},
+                  {"role": "tool", "content": "42", "tool_call_id": "call_1"}], 1,
+                 id="no-call-at-all"),
+    pytest.param([{"role": "user", "content": "hi"},
+                  {"role": "assistant", "content": None, "tool_calls": [CALL_1]},
+                  {"role": "tool", "content": "42", "tool_call_id": "call_2"}], 2,
+                 id="other-call-id"),
+    pytest.param([{"role": "user", "content": "hi"},
+                  {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+                  {"role": "assistant", "content": None, "tool_calls": [CALL_1]}], 1,
+                 id="result-before-its-call"),
+])
+def test_tool_message_must_answer_an_earlier_call(client, auth, upstream, messages, position):
+    """As OpenAI: a tool result for a call no earlier assistant message made is a 400 naming
+    the message, and nothing goes upstream."""
+    rv = client.post(CHAT, json=chat(messages=messages), headers=auth)
+    assert_refused(rv, upstream, f"messages[{position}].tool_call_id")
 
 
 @pytest.mark.parametrize("fields, max_tokens", [
