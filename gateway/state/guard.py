@@ -5,9 +5,10 @@ route, today's and tomorrow's, gets it without doing anything: it reads the `mod
 the body (JSON, or a multipart form field), refuses a model the key may not use (404
 `model_not_found`), then asks the store to admit the request (one transaction or one
 Redis round trip), refusing it with OpenAI's 429s. An admitted request carries the
-x-ratelimit-* headers and is settled when its response is done, a stream at its last
-byte or when the client left: Cloudflare's usage replaces the estimate (a stream cut short:
-what it relayed, see `settle`).
+x-ratelimit-* headers and is settled before the client has read it to its end (a whole
+answer before its body is sent, a stream once its last event went out), or at close when
+the client left: Cloudflare's usage replaces the estimate (a stream cut short: what it
+relayed, see `settle`).
 
 API_KEYS keys skip all of this, as before. When the store is down a stored key verified
 in the last 60 s is served without limits; one that was not gets 503 (never a 500).
