@@ -6,8 +6,10 @@ counts as absent, booleans are never numbers, and parameters that would change t
 output but are not implemented are refused by name rather than dropped silently.
 Unknown keys are dropped: nothing is forwarded that the gateway does not know.
 """
-from marshmallow import (EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load,
-                         validate, validates_schema)
+from marshmallow import (EXCLUDE, RAISE, ValidationError, fields, post_load, pre_load, validate,
+                         validates_schema)
+
+from gateway.openai.schema_base import Schema
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
