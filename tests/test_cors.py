@@ -4,6 +4,7 @@ import pytest
 from gateway import create_app
 from gateway.ops.cors import origin_patterns
 from tests.conftest import TestConfig
+from tests.test_models_route import serve_catalogue
 
 
 class Listed(TestConfig):
@@ -77,3 +78,46 @@ def test_preflight_allows_the_headers_openai_sdks_send_from_a_browser(client):
         "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization, x-not-ours, x-stainless-os-evil!"})
     assert rv.headers["Access-Control-Allow-Headers"].lower() == "authorization"
+
+
+
+def cors_headers(rv):
+    return sorted((k, v) for k, v in rv.headers.items() if k.startswith("Access-Control")
+                  or k == "Vary")
+
+
+@pytest.fixture
+def catalogue(upstream):
+    serve_catalogue(upstream)
+    return upstream
+
+
+@pytest.mark.parametrize("config_class", [Listed])
+@pytest.mark.parametrize("path, origin, allowed", [
+    pytest.param("/v1/models", None, False, id="api-no-origin"),
+    pytest.param("/v1/models", "https://app.example.com", True, id="api-allowed-origin"),
+    pytest.param("/v1/models", "https://evil.example.net", False, id="api-other-origin"),
+    pytest.param("/healthz", "https://app.example.com", False, id="not-api"),
+])
+def test_remembered_cors_headers_are_flask_cors_own(client, auth, catalogue, path, origin,
+                                                    allowed):
+    """Answers that succeed (errors get theirs from flask-cors' error handlers): the second
+    for the same path and Origin gets the remembered headers, the same as flask-cors worked
+    out for the first, each once."""
+    headers = auth | ({"Origin": origin} if origin else {})
+    first, second = (client.get(path, headers=headers) for _ in range(2))
+    assert first.status_code == second.status_code == 200
+    assert cors_headers(second) == cors_headers(first)
+    for rv in (first, second):
+        assert rv.headers.getlist("Access-Control-Allow-Origin") == ([origin] if allowed else [])
+        assert len(rv.headers.getlist("Vary")) <= 1
+
+
+@pytest.mark.parametrize("config_class", [Listed])
+def test_remembered_cors_headers_are_bounded(client, auth, catalogue, monkeypatch):
+    monkeypatch.setattr("gateway.ops.cors.REMEMBERED", 2)
+    for i in range(5):
+        origin = f"https://{i % 3}.example.org"
+        rv = client.get("/v1/models", headers=auth | {"Origin": origin})
+        assert rv.status_code == 200
+        assert rv.headers.getlist("Access-Control-Allow-Origin") == [origin]
