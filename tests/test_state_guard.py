@@ -133,3 +133,20 @@ def test_a_huge_max_tokens_keeps_the_limits_and_the_store(app, cloudflare, max_t
 ])
 def test_estimate_is_bounded(body, expected):
     assert limits.estimate(body, 256) == expected
+
+
+
+def test_a_body_the_per_key_check_read_gets_the_same_depth_check(app):
+    """The per-key check parses the body first, for the route too; the route must still
+    refuse one it could not write upstream (orjson writes 255 levels), as it does when it
+    parses the body itself (API_KEYS keys)."""
+    from gateway.errors import InvalidRequestError
+    from gateway.openai.generation import parse_body
+    raw = (b'{"model": "m", "messages": [], "tools": [{"type": "function", "function": '
+           b'{"name": "f", "parameters": ' + b'{"a": ' * 300 + b"{}" + b"}" * 300 + b"}}]}")
+    with app.test_request_context(CHAT, method="POST", data=raw,
+                                  content_type="application/json"):
+        model, body = guard._body()
+        assert model == "m" and body["tools"]
+        with pytest.raises(InvalidRequestError, match="nested more than"):
+            parse_body()

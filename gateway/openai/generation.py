@@ -42,17 +42,17 @@ def parse_body():
     """The request body as a JSON object, whatever Content-Type the client claimed."""
     if request.mimetype == "multipart/form-data":
         raise InvalidRequestError("The request body must be JSON, not multipart form data.")
-    if g.get("json_body") is not None:
-        return g.json_body  # parsed already by the per-key check (gateway.state.guard)
     raw = read_body()
-    if not raw.strip():
-        raise InvalidRequestError("The request body is empty; send a JSON object.")
-    try:
-        body = jsonio.loads(raw)
-    except ValueError:
-        raise InvalidRequestError("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
+    body = g.get("json_body")  # parsed already by the per-key check (gateway.state.guard)
+    if body is None:
+        if not raw.strip():
+            raise InvalidRequestError("The request body is empty; send a JSON object.")
+        try:
+            body = jsonio.loads(raw)
+        except ValueError:
+            raise InvalidRequestError("The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise InvalidRequestError("The request body must be a JSON object.")
     if jsonio.nested_too_deep(raw, body):
         raise InvalidRequestError(f"The request body is nested more than {jsonio.MAX_DEPTH} "
                                   "levels deep.")
