@@ -670,6 +670,8 @@ def report(summary):
     return "\n".join([
         f"Benchmark of {summary['revision']}, {summary['date']}, {env['cores']} cores "
         f"({env['cpu']}), Python {env['python']}, `{summary['command']}`",
+        *([f"The current gateway is the app of `{env['current_root']}` (--current-root), "
+           "not this tree's."] if env.get("current_root") else []),
         f"(gateway: gunicorn + gevent, WEB_CONCURRENCY={env['workers']}; {summary['rounds']} "
         f"round(s) per path, alternating; 64-token replies; streams: first token after 50 ms, "
         "then one per 20 ms; times in ms; gateway cells: value (ms added, ratio) against direct)",
@@ -735,6 +737,9 @@ def main(argv=None):
     parser.add_argument("--current-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the current gateway only (with --base HEAD: a "
                         "setting measured against the same commit without it)")
+    parser.add_argument("--current-root", metavar="DIR", help="run the app.py and "
+                        "gunicorn.conf.py of DIR as the current gateway, with this tree's "
+                        "virtualenv (bench/floor: the cheapest relay on this stack)")
     parser.add_argument("--base", metavar="REF", help="also run the gateway of this git commit "
                         "(built in a temporary worktree, virtualenv cached under bench/.base) "
                         "and report every figure with the ratio current / base")
@@ -752,6 +757,12 @@ def main(argv=None):
         parser.error("--rounds must be 1..10")
     if args.duration is not None and not 0 < args.duration <= 300:
         parser.error("--duration must be in (0, 300] seconds")
+    current_root = Path(args.current_root).resolve() if args.current_root else ROOT
+    if not (current_root / "app.py").is_file():
+        parser.error(f"--current-root: no app.py in {current_root}")
+    if current_root != ROOT and any(known[k].limited for k in keys):
+        parser.error("the limited scenarios need the gateway's own key store: not with "
+                     "--current-root")
     extra_env = dict(item.split("=", 1) for item in args.env)
     current_env = {**extra_env, **dict(item.split("=", 1) for item in args.current_env)}
 
@@ -773,6 +784,8 @@ def main(argv=None):
                "environment": {"cores": os.cpu_count(), "cpu": cpu_model(),
                                "python": platform.python_version(), "workers": args.workers,
                                "fd_limit": fds, "gateway_env": current_env,
+                               **({"current_root": str(current_root)}
+                                  if current_root != ROOT else {}),
                                **({"base_env": extra_env} if args.base else {})},
                "scenarios": []}
     started = time.monotonic()
@@ -781,12 +794,13 @@ def main(argv=None):
         if args.base else None
     try:
         fake, fake_port = start_fake(python, out_dir)
-        limited_key = create_limited_key(python, out_dir)
+        limited_key = (create_limited_key(python, out_dir)
+                       if any(known[k].limited for k in keys) else None)
         gateway, gateway_port = start_gateway(python, fake_port, args.workers, out_dir,
-                                              current_env)
+                                              current_env, root=current_root)
         ctx = {"python": python, "fake": fake, "fake_port": fake_port, "gateway": gateway,
                "limited_key": limited_key,
-               "gateway_port": gateway_port, "gateway_python": python, "gateway_root": ROOT,
+               "gateway_port": gateway_port, "gateway_python": python, "gateway_root": current_root,
                "gateway_env": current_env, "base_env": extra_env,
                "out_dir": out_dir,
                "profile": {k.strip() for k in args.profile.split(",") if k.strip()},
