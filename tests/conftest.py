@@ -110,6 +110,16 @@ def upstream():
         yield mock
 
 
+class Clock:
+    """A settable clock for the code under test (`clock=Clock()`; move it with `.now`)."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
 def cf_ok(result):
     """Cloudflare's success envelope around `result`."""
     return {"result": result, "success": True, "errors": [], "messages": []}

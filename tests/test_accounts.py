@@ -12,6 +12,7 @@ import pytest
 
 from gateway.cloudflare.accounts import AccountPool, next_utc_midnight
 from gateway.errors import QuotaExceededError, ServiceUnavailableError
+from tests.conftest import Clock
 
 CREDENTIALS = [("a1", "t1-token-secret"), ("a2", "t2-token-secret"), ("a3", "t3-token-secret")]
 COOLDOWN = 300.0
@@ -20,16 +21,6 @@ COOLDOWN = 300.0
 def utc(*parts):
     """Unix seconds of a UTC date and time."""
     return float(calendar.timegm(datetime(*parts, tzinfo=UTC).utctimetuple()))
-
-
-class Clock:
-    """A settable wall clock."""
-
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

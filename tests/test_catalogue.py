@@ -16,7 +16,7 @@ import responses
 from gateway.cloudflare.catalogue import ModelCatalogue, model_entry
 from gateway.errors import APIError, NotFoundError, ServiceUnavailableError, UpstreamError
 from gateway.cloudflare.client import CATALOGUE_PAGE_SIZE, UpstreamClient
-from tests.conftest import MODEL, SEARCH_URL, TestConfig, cf_ok, load_data
+from tests.conftest import Clock, MODEL, SEARCH_URL, TestConfig, cf_ok, load_data
 from tests.openai_spec import validate_model
 
 CATALOGUE = load_data("workers_ai_catalogue.json")
@@ -35,14 +35,6 @@ def utc_seconds(text):
 
 def record(name):
     return next(r for r in CATALOGUE if r["name"] == name)
-
-
-class Clock:
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 class StubUpstream:

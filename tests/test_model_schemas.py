@@ -6,17 +6,10 @@ import pytest
 
 from gateway.cloudflare.model_schemas import RETRY_AFTER_FAILURE, ModelSchemas
 from gateway.errors import UpstreamError
+from tests.conftest import Clock
 from tests.fake_model_families import classic_tools
 
 MODEL = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 class Upstream:

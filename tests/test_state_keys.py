@@ -10,16 +10,8 @@ from gateway import create_app
 from gateway.state import keys
 from gateway.state.keys import KeyRing, digest, new_record, new_secret, well_formed
 from gateway.state.store import StoreUnavailable
-from tests.conftest import TestConfig
+from tests.conftest import Clock, TestConfig
 from tests.openai_spec import validate_error
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 class Store:
